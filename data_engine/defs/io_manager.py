@@ -1,0 +1,54 @@
+"""Stores Arrow-table asset outputs as Parquet in the object store, one file per partition.
+
+Layout: `assets/<asset key>/<model>/<date>.parquet` for date x model partitions,
+`assets/<asset key>/<partition>.parquet` otherwise. Later stages (CVAT, training) read these files.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from data_engine.defs.resources import ObjectStoreResource
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def output_key(asset_key: dg.AssetKey, partition_key: str | dg.MultiPartitionKey | None) -> str:
+    base = "assets/" + "/".join(asset_key.path)
+    if partition_key is None:
+        return f"{base}.parquet"
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        dims = partition_key.keys_by_dimension
+        return f"{base}/{dims['model']}/{dims['date']}.parquet"
+    return f"{base}/{partition_key}.parquet"
+
+
+class ArrowParquetIOManager(dg.ConfigurableIOManager):
+    store: ObjectStoreResource
+
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        key = output_key(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
+        buffer = io.BytesIO()
+        pq.write_table(obj, buffer)
+        store = self.store.open()
+        store.put(key, buffer.getvalue())
+        context.add_output_metadata({"path": store.describe(key), "rows": obj.num_rows})
+
+    def load_input(self, context: dg.InputContext) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        key = output_key(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
+        try:
+            data = self.store.open().get(key)
+        except KeyError as error:
+            raise dg.Failure(
+                f"input {context.asset_key.to_user_string()} is not materialized for this partition ({error});"
+                " materialize it first"
+            ) from None
+        return pq.read_table(io.BytesIO(data))

@@ -1,0 +1,37 @@
+"""Which resource implementation each profile uses (DESIGN.md, Profiles)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from data_engine.config import FleetConfig
+from data_engine.defs.io_manager import ArrowParquetIOManager
+from data_engine.defs.resources import (
+    BigQueryWarehouseResource,
+    DuckDBWarehouseResource,
+    LocalObjectStoreResource,
+    ObjectStoreResource,
+    S3ObjectStoreResource,
+    WarehouseResource,
+)
+from data_engine.settings import Settings
+
+
+def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
+    if settings.profile == "local":
+        store: ObjectStoreResource = LocalObjectStoreResource(root=str(settings.objects_root))
+        warehouse: WarehouseResource = DuckDBWarehouseResource(
+            path=str(settings.warehouse_path), objects_root=str(settings.objects_root)
+        )
+    else:
+        if config.storage is None:
+            raise ValueError("the prod profile needs a `storage:` section (s3_bucket, s3_prefix) in the fleet config")
+        store = S3ObjectStoreResource(bucket=config.storage.s3_bucket, prefix=config.storage.s3_prefix)
+        warehouse = BigQueryWarehouseResource(
+            project=dg.EnvVar("GOOGLE_CLOUD_PROJECT"),
+            predictions_table=config.warehouse.predictions_table,
+            frames_table=config.warehouse.frames_table,
+            selections_table=config.warehouse.selections_table,
+            max_bytes_billed=config.warehouse.max_bytes_billed,
+        )
+    return {"warehouse": warehouse, "object_store": store, "io_manager": ArrowParquetIOManager(store=store)}

@@ -1,0 +1,92 @@
+"""Resources, chosen per profile. Each external system sits behind one interface resource with a local
+and a production implementation, so the same assets run on a laptop and in production.
+
+Heavy clients (duckdb, google-cloud-bigquery, boto3) are imported inside methods, never at load time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from data_engine.config import load_fleet_config
+from data_engine.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
+
+if TYPE_CHECKING:
+    from data_engine.warehouse import Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource, ABC):
+    """The prediction warehouse the selection queries run on."""
+
+    @abstractmethod
+    def open(self) -> Warehouse: ...
+
+
+class DuckDBWarehouseResource(WarehouseResource):
+    """The local profile's DuckDB file. Missing on first use, it is written with demo data."""
+
+    path: str
+    objects_root: str
+    demo_days: int = 7
+
+    def open(self) -> Warehouse:
+        from data_engine.demo import write_demo_warehouse
+        from data_engine.warehouse.duckdb_engine import DuckDBWarehouse
+
+        path = Path(self.path)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Parallel steps of a first run would all write the demo data; one writes, the others wait.
+            with open(path.with_name(path.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not path.exists():
+                    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+                    write_demo_warehouse(
+                        load_fleet_config(), path, Path(self.objects_root), end_date=yesterday, days=self.demo_days
+                    )
+        return DuckDBWarehouse(path)
+
+
+class BigQueryWarehouseResource(WarehouseResource):
+    """BigQuery through application default credentials (or BIGQUERY_EMULATOR_HOST in tests)."""
+
+    project: str | None = None
+    location: str | None = None
+    predictions_table: str
+    frames_table: str
+    selections_table: str
+    max_bytes_billed: int
+
+    def open(self) -> Warehouse:
+        from data_engine.warehouse.bigquery_engine import BigQueryWarehouse, make_client
+
+        tables = {"predictions": self.predictions_table, "frames": self.frames_table, "review_selections": self.selections_table}
+        return BigQueryWarehouse(make_client(self.project, self.location), tables, self.max_bytes_billed)
+
+
+class ObjectStoreResource(dg.ConfigurableResource, ABC):
+    @abstractmethod
+    def open(self) -> ObjectStore: ...
+
+
+class LocalObjectStoreResource(ObjectStoreResource):
+    root: str
+
+    def open(self) -> ObjectStore:
+        return LocalObjectStore(Path(self.root))
+
+
+class S3ObjectStoreResource(ObjectStoreResource):
+    """An S3 bucket and prefix; credentials and AWS_ENDPOINT_URL come from boto3's standard chain."""
+
+    bucket: str
+    prefix: str = ""
+
+    def open(self) -> ObjectStore:
+        return S3ObjectStore(self.bucket, self.prefix)

@@ -1,0 +1,193 @@
+"""Synthetic but realistic warehouse data for the local profile, demos and tests.
+
+For every model of the fleet config and every day: several cameras, frames with a few detections,
+confusable class pairs drawn as overlapping boxes of different classes, large boxes, low-confidence
+detections, frames with no detection, and a handful of malformed rows (NULL, NaN, inverted or
+out-of-image boxes, scores outside [0, 1], unknown classes). Each frame also gets a small PNG under
+`<objects_root>/demo-frames/...`, the local stand-in for the `s3://demo-frames/...` URI it carries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import random
+from pathlib import Path
+
+from data_engine.config import FleetConfig
+
+DEMO_BUCKET = "demo-frames"
+IMAGE_SIZE = (320, 240)
+MALFORMED_KINDS = ("null_box", "nan_score", "inverted_box", "outside_image", "score_above_one", "unknown_class")
+
+FRAME_COLUMNS = ["frame_uri", "client", "camera_id", "model", "model_version", "captured_at", "image_width", "image_height"]
+BOX_COLUMNS = ["class_name", "score", "x_min", "y_min", "x_max", "y_max"]
+
+
+def write_demo_warehouse(
+    config: FleetConfig,
+    warehouse_path: Path,
+    objects_root: Path,
+    end_date: dt.date,
+    days: int = 7,
+    frames_per_camera_per_day: int = 24,
+    write_images: bool = True,
+) -> dict[str, int]:
+    """Write `predictions` and `frames` tables (replacing the file atomically) and the frame images."""
+    import duckdb
+    import pyarrow as pa
+
+    frames: list[dict] = []
+    predictions: list[dict] = []
+    for model_name, model in config.models.items():
+        confusable = _confusable_pairs(model)
+        for offset in range(days):
+            day = end_date - dt.timedelta(days=days - 1 - offset)
+            rng = random.Random(f"{model_name}/{day.isoformat()}")
+            for client, client_config in model.clients.items():
+                for camera in client_config.cameras:
+                    for index in range(frames_per_camera_per_day):
+                        frame = _frame(model_name, client, camera, day, index, frames_per_camera_per_day, rng)
+                        boxes = _boxes(model.classes, confusable, rng)
+                        frames.append(frame)
+                        predictions.extend(frame | box for box in boxes)
+                        if write_images:
+                            _write_image(objects_root, frame["frame_uri"], boxes, model.classes)
+            predictions.extend(_malformed_rows(model_name, model, day, rng))
+
+    warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = warehouse_path.with_name(f"{warehouse_path.name}.partial-{os.getpid()}")
+    partial.unlink(missing_ok=True)
+    with duckdb.connect(str(partial)) as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        frames_arrow = pa.Table.from_pylist(frames)
+        predictions_arrow = pa.Table.from_pylist(predictions, schema=_prediction_schema())
+        connection.execute("CREATE TABLE frames AS SELECT * FROM frames_arrow")
+        connection.execute("CREATE TABLE predictions AS SELECT * FROM predictions_arrow")
+    os.replace(partial, warehouse_path)
+    return {"frames": len(frames), "predictions": len(predictions)}
+
+
+def _prediction_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("frame_uri", pa.string()),
+            ("client", pa.string()),
+            ("camera_id", pa.string()),
+            ("model", pa.string()),
+            ("model_version", pa.string()),
+            ("captured_at", pa.timestamp("us", tz="UTC")),
+            ("image_width", pa.int64()),
+            ("image_height", pa.int64()),
+            ("class_name", pa.string()),
+            ("score", pa.float64()),
+            ("x_min", pa.float64()),
+            ("y_min", pa.float64()),
+            ("x_max", pa.float64()),
+            ("y_max", pa.float64()),
+        ]
+    )
+
+
+def frame_path(objects_root: Path, frame_uri: str) -> Path:
+    """Where the local profile keeps the image of `s3://bucket/key` or `gs://bucket/key`."""
+    scheme, _, rest = frame_uri.partition("://")
+    if scheme not in ("s3", "gs") or "/" not in rest:
+        raise ValueError(f"frame URI {frame_uri!r} is not of the form s3://bucket/key or gs://bucket/key")
+    return objects_root / rest
+
+
+def _frame(model: str, client: str, camera: str, day: dt.date, index: int, per_day: int, rng: random.Random) -> dict:
+    seconds = int((index + rng.random() * 0.9) * 86_400 / per_day)
+    captured_at = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    return {
+        "frame_uri": f"s3://{DEMO_BUCKET}/{model}/{camera}/{day:%Y%m%d}/{captured_at:%H%M%S}-{index:03d}.png",
+        "client": client,
+        "camera_id": camera,
+        "model": model,
+        "model_version": f"{model.lower()}-2026.11.{1 + day.toordinal() % 3}",
+        "captured_at": captured_at,
+        "image_width": IMAGE_SIZE[0],
+        "image_height": IMAGE_SIZE[1],
+    }
+
+
+def _confusable_pairs(model) -> list[tuple[str, str]]:
+    pairs = [tuple(p) for f in model.selection.filters for p in (getattr(f, "class_pairs", None) or [])]
+    return pairs or [(model.classes[0], model.classes[1])]
+
+
+def _boxes(classes: list[str], confusable: list[tuple[str, str]], rng: random.Random) -> list[dict]:
+    if rng.random() < 0.15:
+        return []  # a frame with no detection
+    width, height = IMAGE_SIZE
+    boxes = []
+    for _ in range(rng.randint(1, 5)):
+        large = rng.random() < 0.12
+        box_w = rng.uniform(0.3, 0.6) * width if large else rng.uniform(0.05, 0.2) * width
+        box_h = rng.uniform(0.3, 0.6) * height if large else rng.uniform(0.05, 0.2) * height
+        x_min, y_min = rng.uniform(0, width - box_w), rng.uniform(0, height - box_h)
+        score = min(0.99, max(0.05, rng.betavariate(5, 2)))
+        boxes.append(_box(rng.choice(classes), score, x_min, y_min, x_min + box_w, y_min + box_h))
+    if rng.random() < 0.2:  # the same object predicted as two confusable classes
+        first, second = rng.choice(confusable)
+        base = boxes[0]
+        jitter = rng.uniform(-3, 3)
+        boxes[0] = base | {"class_name": first}
+        boxes.append(
+            _box(second, rng.uniform(0.3, 0.7), base["x_min"] + jitter, base["y_min"], base["x_max"] + jitter, base["y_max"])
+        )
+    return [_clip(box) for box in boxes]
+
+
+def _box(class_name: str, score: float, x_min: float, y_min: float, x_max: float, y_max: float) -> dict:
+    return {"class_name": class_name, "score": round(score, 4), "x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max}
+
+
+def _clip(box: dict) -> dict:
+    width, height = IMAGE_SIZE
+    return box | {
+        "x_min": round(max(0.0, box["x_min"]), 2),
+        "y_min": round(max(0.0, box["y_min"]), 2),
+        "x_max": round(min(float(width), box["x_max"]), 2),
+        "y_max": round(min(float(height), box["y_max"]), 2),
+    }
+
+
+def _malformed_rows(model_name: str, model, day: dt.date, rng: random.Random) -> list[dict]:
+    client, client_config = next(iter(model.clients.items()))
+    rows = []
+    for index, kind in enumerate(MALFORMED_KINDS):
+        frame = _frame(model_name, client, client_config.cameras[0], day, 900 + index, 1000, rng)
+        box = _box(model.classes[0], 0.5, 10.0, 10.0, 50.0, 50.0)
+        if kind == "null_box":
+            box["x_max"] = None
+        elif kind == "nan_score":
+            box["score"] = math.nan
+        elif kind == "inverted_box":
+            box["x_min"], box["x_max"] = 50.0, 10.0
+        elif kind == "outside_image":
+            box["x_max"] = IMAGE_SIZE[0] + 40.0
+        elif kind == "score_above_one":
+            box["score"] = 1.4
+        elif kind == "unknown_class":
+            box["class_name"] = "Banana Peel"
+        rows.append(frame | box)
+    return rows
+
+
+def _write_image(objects_root: Path, frame_uri: str, boxes: list[dict], classes: list[str]) -> None:
+    from PIL import Image, ImageDraw
+
+    path = frame_path(objects_root, frame_uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seed = sum(map(ord, frame_uri))
+    image = Image.new("RGB", IMAGE_SIZE, (90 + seed % 40, 85 + seed % 30, 80 + seed % 20))
+    draw = ImageDraw.Draw(image)
+    for box in boxes:
+        hue = classes.index(box["class_name"]) * 47 % 255
+        draw.rectangle([box["x_min"], box["y_min"], box["x_max"], box["y_max"]], fill=(hue, 255 - hue, (hue * 3) % 255))
+    image.save(path, format="PNG", optimize=False)

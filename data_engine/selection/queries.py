@@ -1,0 +1,121 @@
+"""Builds the warehouse queries of one model-day from the fleet config.
+
+Each filter kind is a fragment in `sql/filters/<kind>.sql` that reads `detections` (or `empty_frames`) and
+returns the frame URIs it flags. A filter's scope (clients, cameras) narrows what the fragment reads; its
+parameters get a per-filter prefix; the fragments are unioned into the `flagged` CTE of
+`sql/review_candidates.sql`. All filtering therefore runs in the warehouse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlglot
+from sqlglot import exp
+
+from data_engine.config import ModelConfig
+from data_engine.config.models import (
+    ClassOverlapFilter,
+    ConfidenceBandFilter,
+    EmptyFramesFilter,
+    SelectionFilter,
+    SizeClassFilter,
+)
+from data_engine.warehouse import sql
+from data_engine.warehouse.sql import Query
+
+
+def day_window(day: dt.date) -> dict[str, object]:
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+    return {"day": day, "day_start": start, "day_end": start + dt.timedelta(days=1)}
+
+
+def _day_params(model_name: str, model: ModelConfig, day: dt.date) -> dict[str, object]:
+    return {"model": model_name, "classes": list(model.classes), "cameras": model.cameras, **day_window(day)}
+
+
+def checked_predictions_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
+    expression = sql.load("checked_predictions")
+    return Query("checked_predictions", expression, _pick(expression, _day_params(model_name, model, day)))
+
+
+def checked_empty_frames_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
+    expression = sql.load("checked_empty_frames")
+    return Query("checked_empty_frames", expression, _pick(expression, _day_params(model_name, model, day)))
+
+
+def review_candidates_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
+    expression = sql.load("review_candidates")
+    params = _day_params(model_name, model, day) | {
+        "max_frames_per_day": model.selection.max_frames_per_day,
+        "max_frames_per_camera_per_day": model.selection.max_frames_per_camera_per_day,
+    }
+    branches: list[exp.Expression] = []
+    for rank, selection_filter in enumerate(model.selection.filters):
+        branch, filter_params = _compile_filter(selection_filter, rank, model)
+        branches.append(branch)
+        params |= filter_params
+    if branches:
+        flagged = branches[0]
+        for branch in branches[1:]:
+            flagged = exp.union(flagged, branch, distinct=False)
+        cte = next(c for c in expression.find_all(exp.CTE) if c.alias == "flagged")
+        cte.set("this", flagged)
+    return Query("review_candidates", expression, _pick(expression, params))
+
+
+def _compile_filter(selection_filter: SelectionFilter, rank: int, model: ModelConfig) -> tuple[exp.Expression, dict]:
+    """One branch of `flagged`: the filter's fragment, scoped, with prefixed parameters."""
+    prefix = f"f{rank}_"
+    source = "empty_frames" if isinstance(selection_filter, EmptyFramesFilter) else "detections"
+    fragment = sql.load(f"filters/{selection_filter.kind}")
+    params = _filter_params(selection_filter, model)
+    scope = []
+    if selection_filter.clients:
+        scope.append("client IN UNNEST(@clients)")
+        params["clients"] = list(selection_filter.clients)
+    if selection_filter.cameras:
+        scope.append("camera_id IN UNNEST(@cameras)")
+        params["cameras"] = list(selection_filter.cameras)
+    if scope:
+        scoped = sqlglot.parse_one(f"SELECT * FROM {source} WHERE {' AND '.join(scope)}", read="bigquery")
+        sql.replace_table(fragment, source, scoped)
+    sql.prefix_parameters(fragment, prefix)
+    params["reason"] = selection_filter.reason
+    params["max_frames"] = selection_filter.max_frames
+    budget = "CAST(NULL AS INT64)" if selection_filter.max_frames is None else "@max_frames"
+    branch = sqlglot.parse_one(
+        f"SELECT frame_uri, @reason AS reason, {rank} AS filter_rank, {budget} AS filter_budget FROM flagged_by_filter",
+        read="bigquery",
+    )
+    sql.prefix_parameters(branch, prefix)
+    sql.replace_table(branch, "flagged_by_filter", fragment)
+    return branch, {prefix + name: value for name, value in params.items() if value is not None}
+
+
+def _filter_params(selection_filter: SelectionFilter, model: ModelConfig) -> dict[str, object]:
+    if isinstance(selection_filter, SizeClassFilter):
+        return {
+            "classes": list(selection_filter.classes),
+            "min_area_fraction": selection_filter.min_area_fraction,
+            "max_area_fraction": selection_filter.max_area_fraction,
+        }
+    if isinstance(selection_filter, ClassOverlapFilter):
+        pairs = ["|".join(sorted(pair)) for pair in selection_filter.class_pairs or []]
+        # BigQuery cannot type an empty array parameter from its values; "any pair" is a flag instead.
+        return {"min_iou": selection_filter.min_iou, "any_pair": not pairs, "class_pairs": pairs or ["-"]}
+    if isinstance(selection_filter, ConfidenceBandFilter):
+        return {
+            "classes": list(selection_filter.classes or model.classes),
+            "min_score": selection_filter.min_score,
+            "max_score": selection_filter.max_score,
+        }
+    if isinstance(selection_filter, EmptyFramesFilter):
+        return {}
+    raise TypeError(f"no SQL for filter kind {selection_filter.kind!r}")
+
+
+def _pick(expression: exp.Expression, params: dict[str, object]) -> dict[str, object]:
+    """Only the parameters the statement uses (BigQuery rejects unused ones in some clients)."""
+    used = sql.parameter_names(expression)
+    return {name: value for name, value in params.items() if name in used}

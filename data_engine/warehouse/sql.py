@@ -1,0 +1,112 @@
+"""Loading and composing the BigQuery Standard SQL files in `sql/`, and rendering them for an engine.
+
+SQL files compose by name: a table reference named like another file (`checked_predictions`) becomes
+that file's query as a subquery, the way a dbt ref would. Logical table names (`predictions`, `frames`,
+`review_selections`) are bound to physical, validated identifiers through the sqlglot syntax tree, so
+no text from config is ever pasted into a statement. DuckDB runs the same files transpiled by sqlglot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+LOGICAL_TABLES = ("predictions", "frames", "review_selections")
+
+
+def sql_dir() -> Path:
+    """`sql/` at the repository root; wheels carry it as `data_engine/sql`."""
+    packaged = Path(__file__).resolve().parents[1] / "sql"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "sql"
+
+
+@functools.cache
+def _parse_file(name: str) -> exp.Expression:
+    path = sql_dir() / f"{name}.sql"
+    return sqlglot.parse_one(path.read_text(), read="bigquery")
+
+
+def load(name: str) -> exp.Expression:
+    """The statement in `sql/<name>.sql` (a fresh copy: callers may edit it), with file refs inlined."""
+    return inline_files(_parse_file(name).copy())
+
+
+def inline_files(expression: exp.Expression) -> exp.Expression:
+    """Replace each table reference that names a file in `sql/` with that file's query."""
+    for table in list(expression.find_all(exp.Table)):
+        if table.args.get("db") or not (sql_dir() / f"{table.name}.sql").is_file():
+            continue
+        table.replace(as_subquery(load(table.name), table.alias_or_name))
+    return expression
+
+
+def as_subquery(query: exp.Expression, alias: str) -> exp.Subquery:
+    return exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(alias)))
+
+
+def replace_table(expression: exp.Expression, name: str, replacement: exp.Expression) -> exp.Expression:
+    """Read `replacement` (a query) wherever `expression` reads the table or CTE named `name`."""
+    for table in list(expression.find_all(exp.Table)):
+        if table.name == name and not table.args.get("db"):
+            table.replace(as_subquery(replacement.copy(), table.alias_or_name))
+    return expression
+
+
+def prefix_parameters(expression: exp.Expression, prefix: str) -> exp.Expression:
+    """Rename every `@name` to `@<prefix>name`, so fragments with the same parameters can be combined."""
+    for parameter in expression.find_all(exp.Parameter):
+        parameter.set("this", exp.Var(this=prefix + parameter.name))
+    return expression
+
+
+def parameter_names(expression: exp.Expression) -> set[str]:
+    return {parameter.name for parameter in expression.find_all(exp.Parameter)}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A statement (BigQuery dialect syntax tree) with the values of its `@named` parameters."""
+
+    name: str
+    expression: exp.Expression
+    params: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = parameter_names(self.expression) - set(self.params)
+        if missing:
+            raise ValueError(f"query {self.name}: no value for parameter(s) {', '.join(sorted(missing))}")
+
+    def render(self, dialect: str, tables: dict[str, str]) -> str:
+        """The SQL text for `dialect` ('bigquery' or 'duckdb') with logical tables bound to `tables`."""
+        bound = self.expression.copy()
+        for table in list(bound.find_all(exp.Table)):
+            if table.name in tables and not table.args.get("db"):
+                physical = exp.to_table(tables[table.name], dialect="bigquery")
+                for part in physical.find_all(exp.Identifier):
+                    part.set("quoted", True)
+                if not isinstance(table.parent, (exp.Schema, exp.Create, exp.Insert)):  # keep `AS <name>` in queries
+                    physical.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
+                table.replace(physical)
+        return bound.sql(dialect=dialect, pretty=True)
+
+
+def bigquery_type(value: object) -> str:
+    """The BigQuery parameter type of a Python value (arrays are of the first element's type)."""
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    if isinstance(value, dt.datetime):
+        return "TIMESTAMP"
+    if isinstance(value, dt.date):
+        return "DATE"
+    if isinstance(value, str):
+        return "STRING"
+    raise TypeError(f"no BigQuery parameter type for {type(value).__name__}")
