@@ -15,7 +15,6 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import bigquery
 
-from data_engine_tests.servers.bigquery_emulator import running_bqemulator
 
 UTC = dt.timezone.utc
 DATASET = "emu_test"
@@ -28,12 +27,6 @@ ROWS = [
     {"id": 4, "camera": "cam_a", "score": 0.8, "captured_at": "2024-03-11T00:00:00Z", "label": "person"},
     {"id": 5, "camera": "cam_b", "score": None, "captured_at": "2024-03-10T09:30:00Z", "label": "bike"},
 ]
-
-
-@pytest.fixture(scope="module")
-def bq_emulator(tmp_path_factory):
-    with running_bqemulator(tmp_path_factory.mktemp("bqemulator"), project="emu-project") as emulator:
-        yield emulator
 
 
 @pytest.fixture(scope="module")

@@ -12,29 +12,10 @@ import psycopg2
 import pytest
 from botocore.exceptions import ClientError
 
-from data_engine_tests.servers.moto import running_moto
-from data_engine_tests.servers.postgres import running_postgres
 from data_engine_tests.servers.seaweedfs import running_seaweedfs
 
+
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def pg_server(tmp_path_factory):
-    with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    with running_moto() as server:
-        yield server
 
 
 def _error_code(exc: ClientError) -> str:

@@ -92,7 +92,8 @@ class Query:
                 if not isinstance(table.parent, (exp.Schema, exp.Create, exp.Insert)):  # keep `AS <name>` in queries
                     physical.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
                 table.replace(physical)
-        return bound.sql(dialect=dialect, pretty=True)
+        # Comments stay in the files; the emulator mistakes an `@name` inside a comment for a parameter.
+        return bound.sql(dialect=dialect, pretty=True, comments=False)
 
 
 def bigquery_type(value: object) -> str:

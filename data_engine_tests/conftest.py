@@ -1,0 +1,103 @@
+"""Shared fixtures: real servers started once per session, and an isolated data-engine environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data_engine_tests.servers.bigquery_emulator import running_bqemulator
+from data_engine_tests.servers.moto import running_moto
+from data_engine_tests.servers.postgres import running_postgres
+from data_engine_tests.servers.seaweedfs import running_seaweedfs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A small fleet: two models with every filter kind, scoped filters and tight budgets so that every
+# drop status shows up on little data.
+TEST_FLEET = {
+    "warehouse": {
+        "predictions_table": "test-project.inference.predictions",
+        "frames_table": "test-project.inference.frames",
+        "selections_table": "test-project.data_engine.review_selections",
+        "max_bytes_billed": 10_000_000_000,
+    },
+    "storage": {"s3_bucket": "data-engine-test", "s3_prefix": "runs"},
+    "models": {
+        "municipals": {
+            "classes": ["PET", "Other PET", "HDPE", "Cardboard", "Film", "Metal Can"],
+            "clients": {"acme_recycling": {"cameras": ["cam-01", "cam-02"]}, "city_mrf": {"cameras": ["cam-11"]}},
+            "selection": {
+                "start_date": "2026-01-01",
+                "max_frames_per_day": 20,
+                "max_frames_per_camera_per_day": 8,
+                "filters": [
+                    {"kind": "size_class", "classes": ["Other PET"], "min_area_fraction": 0.05},
+                    {"kind": "class_overlap", "min_iou": 0.5, "class_pairs": [["PET", "Other PET"]]},
+                    {"kind": "confidence_band", "min_score": 0.3, "max_score": 0.6, "max_frames": 15},
+                    {"kind": "confidence_band", "name": "low_film_cam_11", "min_score": 0.05, "max_score": 0.7,
+                     "classes": ["Film"], "cameras": ["cam-11"]},
+                    {"kind": "empty_frames", "max_frames": 4, "clients": ["acme_recycling"]},
+                ],
+            },
+        },
+        "ENS": {
+            "classes": ["Glass", "Metal Can", "PET", "HDPE", "Tetra Pak"],
+            "clients": {"ens_line_1": {"cameras": ["ens-01", "ens-02"]}},
+            "selection": {
+                "start_date": "2026-11-20",
+                "max_frames_per_day": 500,
+                "max_frames_per_camera_per_day": 100,
+                "filters": [
+                    {"kind": "class_overlap", "min_iou": 0.4},
+                    {"kind": "empty_frames", "max_frames": 5},
+                ],
+            },
+        },
+    },
+}
+
+
+@pytest.fixture
+def fleet_file(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(TEST_FLEET, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def local_env(tmp_path: Path, fleet_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The local profile on the test fleet, with its own DATA_ENGINE_HOME and DAGSTER_HOME."""
+    home = tmp_path / "home"
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    monkeypatch.setenv("DATA_ENGINE_PROFILE", "local")
+    monkeypatch.setenv("DATA_ENGINE_HOME", str(home))
+    monkeypatch.setenv("DATA_ENGINE_CONFIG", str(fleet_file))
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(tmp_path_factory):
+    with running_bqemulator(tmp_path_factory.mktemp("bqemulator")) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    with running_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    with running_moto() as server:
+        yield server

@@ -1,0 +1,105 @@
+"""The fleet config: the shipped file, overrides, and one clear message for each kind of mistake."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
+from dagster._core.definitions.partitions.utils.multi import INVALID_STATIC_PARTITIONS_KEY_CHARACTERS
+
+from data_engine.config import ConfigError, load_fleet_config
+from data_engine.config.models import PARTITION_KEY_FORBIDDEN_CHARACTERS, PARTITION_KEY_FORBIDDEN_SUBSTRINGS
+from data_engine_tests.conftest import TEST_FLEET
+
+
+def test_shipped_config_has_the_four_models():
+    config = load_fleet_config()
+    assert list(config.models) == ["municipals", "CnD", "Covant", "ENS"]
+    municipals = config.models["municipals"]
+    assert [f.kind for f in municipals.selection.filters] == ["size_class", "class_overlap", "confidence_band", "empty_frames"]
+    assert municipals.cameras == ["cam-01", "cam-02", "cam-11", "cam-12", "cam-13"]
+
+
+def test_data_engine_config_overrides_the_shipped_file(fleet_file, monkeypatch):
+    monkeypatch.setenv("DATA_ENGINE_CONFIG", str(fleet_file))
+    assert list(load_fleet_config().models) == ["municipals", "ENS"]
+
+
+def test_partition_key_rules_match_dagster():
+    assert set(PARTITION_KEY_FORBIDDEN_CHARACTERS) == set(INVALID_STATIC_PARTITIONS_KEY_CHARACTERS)
+    assert set(PARTITION_KEY_FORBIDDEN_SUBSTRINGS) == set(INVALID_PARTITION_SUBSTRINGS)
+
+
+def _with(change) -> dict:
+    fleet = copy.deepcopy(TEST_FLEET)
+    change(fleet)
+    return fleet
+
+
+def _filters(fleet) -> list:
+    return fleet["models"]["municipals"]["selection"]["filters"]
+
+
+BAD_CONFIGS = {
+    "unknown filter kind": (
+        lambda f: _filters(f).append({"kind": "blurry"}),
+        ["models.municipals.selection.filters[5]", "unknown filter kind 'blurry'"],
+    ),
+    "class the model lacks": (
+        lambda f: _filters(f)[0].update(classes=["Banana"]),
+        ["models.municipals", "selection.filters[0] (size_class)", "class 'Banana'"],
+    ),
+    "min_score above max_score": (
+        lambda f: _filters(f)[2].update(min_score=0.8, max_score=0.2),
+        ["models.municipals.selection.filters[2]", "min_score (0.8) is greater than max_score (0.2)"],
+    ),
+    "camera under two clients": (
+        lambda f: f["models"]["municipals"]["clients"]["city_mrf"]["cameras"].append("cam-01"),
+        ["models.municipals", "camera 'cam-01' is listed under two clients"],
+    ),
+    "invalid table identifier": (
+        lambda f: f["warehouse"].update(predictions_table="inference.predictions; DROP TABLE x"),
+        ["warehouse.predictions_table", "invalid table identifier"],
+    ),
+    "model key unusable as a partition key": (
+        lambda f: f["models"].update({"bad|key": f["models"]["ENS"]}),
+        ["model key 'bad|key' cannot be a Dagster partition key"],
+    ),
+    "filter scoped to an unknown camera": (
+        lambda f: _filters(f)[1].update(cameras=["cam-99"]),
+        ["selection.filters[1] (class_overlap)", "camera 'cam-99'"],
+    ),
+    "misspelt key": (
+        lambda f: f["models"]["ENS"]["selection"].update(max_frame_per_day=3),
+        ["models.ENS.selection.max_frame_per_day", "unknown key"],
+    ),
+    "two filters with one name": (
+        lambda f: _filters(f).append({"kind": "confidence_band", "min_score": 0.1, "max_score": 0.2}),
+        ["duplicate filter name", "confidence_band"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_fails_at_load_naming_file_key_and_problem(case, tmp_path):
+    change, expected = BAD_CONFIGS[case]
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(_with(change)))
+    with pytest.raises(ConfigError) as raised:
+        load_fleet_config(path)
+    message = str(raised.value)
+    assert str(path) in message
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_malformed_yaml_and_missing_file_name_the_file(tmp_path: Path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match=f"{broken}: not valid YAML"):
+        load_fleet_config(broken)
+    with pytest.raises(ConfigError, match="file not found; set DATA_ENGINE_CONFIG"):
+        load_fleet_config(tmp_path / "missing.yaml")
