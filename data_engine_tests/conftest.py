@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -13,6 +15,7 @@ from data_engine_tests.servers.postgres import running_postgres
 from data_engine_tests.servers.seaweedfs import running_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
 
 # A small fleet: two models with every filter kind, scoped filters and tight budgets so that every
 # drop status shows up on little data.
@@ -101,3 +104,19 @@ def pg_server(tmp_path_factory):
 def moto_server():
     with running_moto() as server:
         yield server
+
+
+@pytest.fixture
+def prod_instance(pg_server, tmp_path, monkeypatch):
+    """The repo's dagster.yaml, unchanged, in a fresh DAGSTER_HOME, pointed at the test server."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO_DAGSTER_YAML, home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_PG_USERNAME", pg_server.user)
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused")  # trust auth
+    monkeypatch.setenv("DAGSTER_PG_HOST", pg_server.host)
+    monkeypatch.setenv("DAGSTER_PG_DB", pg_server.db)
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(pg_server.port))
+    with dg.DagsterInstance.get() as instance:
+        yield instance

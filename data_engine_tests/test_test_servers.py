@@ -3,7 +3,6 @@ production dagster.yaml loads and works against a real PostgreSQL."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import boto3
@@ -15,7 +14,6 @@ from botocore.exceptions import ClientError
 from data_engine_tests.servers.seaweedfs import running_seaweedfs
 
 
-REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
 def _error_code(exc: ClientError) -> str:
@@ -71,22 +69,6 @@ def test_two_seaweedfs_instances_do_not_collide(s3_server, tmp_path):
 
 
 # --- PostgreSQL + the production dagster.yaml ----------------------------------------------------
-
-
-@pytest.fixture
-def prod_instance(pg_server, tmp_path, monkeypatch):
-    """The repo's dagster.yaml, unchanged, in a fresh DAGSTER_HOME, pointed at the test server."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO_DAGSTER_YAML, home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("DAGSTER_PG_USERNAME", pg_server.user)
-    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused")  # trust auth
-    monkeypatch.setenv("DAGSTER_PG_HOST", pg_server.host)
-    monkeypatch.setenv("DAGSTER_PG_DB", pg_server.db)
-    monkeypatch.setenv("DAGSTER_PG_PORT", str(pg_server.port))
-    with dg.DagsterInstance.get() as instance:
-        yield instance
 
 
 def test_prod_dagster_yaml_uses_postgres(prod_instance):

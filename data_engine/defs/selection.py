@@ -30,7 +30,7 @@ def _labels(context: dg.AssetExecutionContext, model: str) -> dict[str, str]:
     return {
         "model": model,
         "partition": context.partition_key,
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
         "asset": context.asset_key.to_user_string(),
     }
 
@@ -109,7 +109,7 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
             flagged = flagged.slice(0, 0)
         candidates = selected_candidates(flagged, predictions)
         now = dt.datetime.now(dt.timezone.utc)
-        store.append("review_selections", ledger_rows(model, day, candidates, context.run_id, now))
+        store.append("review_selections", ledger_rows(model, day, candidates, context.run.run_id, now))
         counts = selection_counts(flagged, candidates)
         preview = [
             {

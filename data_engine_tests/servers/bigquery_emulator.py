@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -194,7 +195,13 @@ def _ready(rest_port: int) -> bool:
 
 
 def require_installed() -> None:
-    if not BQEMULATOR_BIN.exists() or not TOOL_PYTHON.exists():
+    """Install the emulator's tool environment from its lock on first use (`uv run` exports $UV)."""
+    if is_installed():
+        return
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv:
+        subprocess.run([uv, "sync", "--frozen", "--project", str(TOOL_PROJECT_DIR)], check=False, capture_output=True)
+    if not is_installed():
         raise BigQueryEmulatorError(
             f"bqemulator tool environment not found at {TOOL_VENV}. Install it with:\n    {INSTALL_HINT}"
         )
