@@ -15,7 +15,7 @@ from data_engine_tests.servers.postgres import running_postgres
 from data_engine_tests.servers.seaweedfs import running_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REPO_DAGSTER_YAML = REPO_ROOT / "dagster.yaml"
+PROD_DAGSTER_YAML = REPO_ROOT / "docker" / "dagster.yaml"
 
 # A small fleet: two models with every filter kind, scoped filters and tight budgets so that every
 # drop status shows up on little data.
@@ -108,10 +108,10 @@ def moto_server():
 
 @pytest.fixture
 def prod_instance(pg_server, tmp_path, monkeypatch):
-    """The repo's dagster.yaml, unchanged, in a fresh DAGSTER_HOME, pointed at the test server."""
+    """The production dagster.yaml (docker/), unchanged, in a fresh DAGSTER_HOME, pointed at the test server."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(REPO_DAGSTER_YAML, home / "dagster.yaml")
+    shutil.copyfile(PROD_DAGSTER_YAML, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("DAGSTER_PG_USERNAME", pg_server.user)
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused")  # trust auth

@@ -1,5 +1,5 @@
 """The prod profile end to end on real servers: BigQuery (the emulator) as warehouse, S3 (SeaweedFS) as
-object store, and the repository's dagster.yaml on PostgreSQL as the Dagster instance."""
+object store, and the production dagster.yaml (docker/) on PostgreSQL as the Dagster instance."""
 
 from __future__ import annotations
 

@@ -137,3 +137,19 @@ def test_moto_env_and_reset(moto_server, monkeypatch):
     with pytest.raises(ClientError) as exc:
         ssm.get_parameter(Name="/tmp/p")
     assert _error_code(exc.value) == "ParameterNotFound"
+
+
+def test_dev_dagster_yaml_is_the_prod_one_without_storage(tmp_path):
+    """`dagster dev` reads ./dagster.yaml; it must load without any server and stay in step with prod."""
+    import yaml
+    from dagster._core.instance.ref import InstanceRef
+
+    from data_engine_tests.conftest import PROD_DAGSTER_YAML, REPO_ROOT
+
+    dev = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    prod = yaml.safe_load(PROD_DAGSTER_YAML.read_text())
+    assert "storage" not in dev
+    assert {k: v for k, v in prod.items() if k != "storage"} == dev
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path), config_dir=str(REPO_ROOT))) as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
