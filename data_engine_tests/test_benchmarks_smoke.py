@@ -1,0 +1,27 @@
+"""The selection benchmark at a tiny size: its pandas baseline must agree with the product's DuckDB path.
+
+No timing here (benchmarks are run on their own, see data_engine_tests/benchmarks/README.md); this keeps
+the baseline a faithful twin of `sql/review_candidates.sql`, so the benchmark compares like with like.
+"""
+
+from __future__ import annotations
+
+from data_engine_tests.benchmarks import selection, selection_data
+
+
+def test_pandas_baseline_selects_like_the_duckdb_path(tmp_path):
+    path = tmp_path / "warehouse.duckdb"
+    counts = selection_data.generate(path, detections=20_000, frames=4_000)
+    assert counts["predictions"] > 15_000 and counts["review_selections"] > 0
+
+    product = selection.keys(selection.run_duckdb(path))
+    baseline = selection.keys(selection.run_pandas(path))
+
+    assert selection.compare(product, baseline) == []
+    # The comparison is only worth something if every outcome and filter shows up at this size.
+    assert set(product["status"]) == {
+        "selected", "already_selected", "over_filter_budget", "over_camera_budget", "over_day_budget"
+    }
+    reasons = {reason for joined in product["reasons"] for reason in joined.split(",")}
+    assert reasons == {f.reason for f in selection_data.model_config().selection.filters}
+    assert product["reasons"].str.contains(",").any()
