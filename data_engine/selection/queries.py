@@ -102,8 +102,14 @@ def _filter_params(selection_filter: SelectionFilter, model: ModelConfig) -> dic
         }
     if isinstance(selection_filter, ClassOverlapFilter):
         pairs = ["|".join(sorted(pair)) for pair in selection_filter.class_pairs or []]
+        pair_classes = sorted({c for pair in selection_filter.class_pairs or [] for c in pair}) or list(model.classes)
         # BigQuery cannot type an empty array parameter from its values; "any pair" is a flag instead.
-        return {"min_iou": selection_filter.min_iou, "any_pair": not pairs, "class_pairs": pairs or ["-"]}
+        return {
+            "min_iou": selection_filter.min_iou,
+            "any_pair": not pairs,
+            "class_pairs": pairs or ["-"],
+            "pair_classes": pair_classes,
+        }
     if isinstance(selection_filter, ConfidenceBandFilter):
         return {
             "classes": list(selection_filter.classes or model.classes),

@@ -92,8 +92,23 @@ class Query:
                 if not isinstance(table.parent, (exp.Schema, exp.Create, exp.Insert)):  # keep `AS <name>` in queries
                     physical.set("alias", exp.TableAlias(this=exp.to_identifier(table.alias_or_name)))
                 table.replace(physical)
+        if dialect == "duckdb":
+            _inline_filter_only_ctes(bound)
         # Comments stay in the files; the emulator mistakes an `@name` inside a comment for a parameter.
         return bound.sql(dialect=dialect, pretty=True, comments=False)
+
+
+def _inline_filter_only_ctes(expression: exp.Expression) -> None:
+    """Let DuckDB stream CTEs that only filter and project (`detections` over the day's predictions).
+
+    DuckDB materializes a CTE referenced more than once; for a filter over a large scan that holds the
+    whole day in memory, while recomputing it per reference is a cheap streaming scan. CTEs with joins,
+    aggregates, windows or subqueries keep the default, since recomputing them costs more than keeping them.
+    """
+    expensive = (exp.Join, exp.AggFunc, exp.Window, exp.Group, exp.Exists, exp.Distinct)
+    for cte in expression.find_all(exp.CTE):
+        if not any(cte.this.find(kind) for kind in expensive):
+            cte.set("materialized", False)
 
 
 def bigquery_type(value: object) -> str:
