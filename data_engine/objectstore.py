@@ -2,23 +2,43 @@
 
 Writes are atomic (a temporary file renamed into place locally; a single PUT on S3), so a crash never
 leaves a half-written object that a later step could read. boto3 is imported only when S3 is used.
+
+Conditional writes (`if_none_match` / `if_match`) let callers build immutable objects and pointers
+that move by compare-and-swap: S3's `If-None-Match: *` / `If-Match: <etag>`, and locally the same
+check under an exclusive file lock.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost: the object exists (if_none_match) or changed (if_match)."""
 
 
 class ObjectStore(ABC):
     @abstractmethod
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write `data` and return the new ETag.
+
+        `if_none_match=True` writes only if no object exists at `key`; `if_match=etag` writes only if
+        the current object has that ETag. A failed condition raises PreconditionFailed.
+        """
 
     @abstractmethod
     def get(self, key: str) -> bytes:
         """The object's bytes; KeyError naming the key when it does not exist."""
+
+    @abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and ETag (for a later `if_match`); KeyError when it does not exist."""
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
@@ -39,9 +59,23 @@ class LocalObjectStore(ObjectStore):
             raise ValueError(f"object key {key!r} points outside the store {self.root}")
         return path
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not if_none_match and if_match is None:
+            self._replace(path, data)
+            return _etag(data)
+        # Compare and swap under a lock that every conditional writer of this key takes.
+        with _locked(path.with_name(f".{path.name}.lock")):
+            if if_none_match and path.exists():
+                raise PreconditionFailed(f"{path} already exists")
+            if if_match is not None and (not path.exists() or _etag(path.read_bytes()) != if_match):
+                raise PreconditionFailed(f"{path} changed since it was read (expected ETag {if_match})")
+            self._replace(path, data)
+        return _etag(data)
+
+    @staticmethod
+    def _replace(path: Path, data: bytes) -> None:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as partial:
             partial.write(data)
         os.replace(partial.name, path)
@@ -51,6 +85,10 @@ class LocalObjectStore(ObjectStore):
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(f"no object {key!r} in {self.root}") from None
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, _etag(data)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root.resolve()
@@ -83,14 +121,35 @@ class S3ObjectStore(ObjectStore):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        from botocore.exceptions import ClientError
+
+        conditions: dict[str, str] = {}
+        if if_none_match:
+            conditions["IfNoneMatch"] = "*"
+        if if_match is not None:
+            conditions["IfMatch"] = if_match
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **conditions)
+        except ClientError as error:
+            # 412 PreconditionFailed; 409 ConditionalRequestConflict when two conditional writes race.
+            code = error.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409") or (
+                if_match is not None and code in ("NoSuchKey", "404")  # AWS answers If-Match on a missing key with 404
+            ):
+                raise PreconditionFailed(f"{self.describe(key)}: {code} ({conditions})") from None
+            raise
+        return response["ETag"]
 
     def get(self, key: str) -> bytes:
+        return self.get_with_etag(key)[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except self.client.exceptions.NoSuchKey:
             raise KeyError(f"no object {self.describe(key)}") from None
+        return response["Body"].read(), response["ETag"]
 
     def list(self, prefix: str) -> list[str]:
         keys = []
@@ -102,3 +161,18 @@ class S3ObjectStore(ObjectStore):
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def _etag(data: bytes) -> str:
+    """A content hash standing in for S3's ETag in the local store (quoted, like S3's)."""
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+
+@contextmanager
+def _locked(lock_path: Path):
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -140,10 +140,104 @@ class SelectionConfig(_Strict):
     filters: list[SelectionFilter] = Field(default_factory=list)
 
 
+class SplitRatios(_Strict):
+    train: float = Field(default=0.8, ge=0, le=1)
+    val: float = Field(default=0.1, ge=0, le=1)
+    test: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitRatios:
+        total = self.train + self.val + self.test
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"split_ratios must add up to 1 (train + val + test = {total:g})")
+        return self
+
+
+class LabelsConfig(_Strict):
+    """The model's versioned training labels: where they live, how a merge treats labels, and its bounds."""
+
+    # None: the fleet's `storage.s3_bucket`. Layout under it: <prefix>/<model>/versions/..., latest.json.
+    s3_bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")] | None = None
+    prefix: str = "labels"
+    # A reviewed label that is not one of the model's classes: fail the merge (naming label and task),
+    # skip its annotations, or map it to a class through `label_mapping`.
+    unknown_label: Literal["fail", "skip", "map"] = "fail"
+    label_mapping: dict[Name, Name] = Field(default_factory=dict)
+    # Asset-check bounds on one merge's change, as fractions of the parent version's counts.
+    max_removed_image_fraction: float = Field(default=0.01, ge=0, le=1)
+    max_annotation_change_fraction: float = Field(default=0.25, ge=0)
+    split_ratios: SplitRatios = Field(default_factory=SplitRatios)
+    split_seed: int = 0
+    # Frames of one camera within one window go to the same split, so near-duplicates never straddle.
+    split_window_minutes: int = Field(default=60, gt=0)
+
+    @model_validator(mode="after")
+    def _mapping_only_with_map(self) -> LabelsConfig:
+        if self.unknown_label == "map" and not self.label_mapping:
+            raise ValueError("unknown_label: map needs a label_mapping {reviewed label: model class}")
+        if self.unknown_label != "map" and self.label_mapping:
+            raise ValueError(f"label_mapping is only used with unknown_label: map (it is {self.unknown_label!r})")
+        return self
+
+
+_TASK_NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$"
+
+
+def _re2_escape(text: str) -> str:
+    """Escape regex metacharacters the same way for Python, RE2 (BigQuery) and DuckDB."""
+    return "".join("\\" + c if c in r".^$*+?()[]{}|\/" else c for c in text)
+
+
+def _check_pattern(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"task_name_pattern {value!r} is not a regular expression: {error}") from None
+    return value
+
+
+class CvatConfig(_Strict):
+    """How a model's review tasks look in CVAT (all optional; defaults suit a small team).
+
+    Task names read `<task_name_prefix>-<model>-<YYYY-MM-DD>-<NNN>`; they are the idempotency key of
+    task creation, and `task_name_pattern` (RE2 syntax, matched with REGEXP_CONTAINS) tells the review
+    sensor which model a task belongs to. Its default matches exactly the names this model creates.
+    """
+
+    project_name: Name | None = None  # default: "<task_name_prefix> <model>"
+    task_name_prefix: Annotated[str, Field(pattern=_TASK_NAME_PREFIX)] = "data-engine"
+    task_name_pattern: Annotated[str | None, AfterValidator(_check_pattern)] = None
+    max_frames_per_task: int = Field(default=200, ge=1, le=10_000)
+    segment_size: int = Field(default=50, ge=1, le=10_000)  # frames per CVAT job
+    assignees: list[Name] = Field(default_factory=list)  # CVAT usernames, round robin over jobs
+    frame_order: Literal["priority", "captured_at"] = "priority"
+    # Frames in S3/GCS are attached through this CVAT cloud storage (prod); the local profile uploads files.
+    cloud_storage_id: int | None = Field(default=None, ge=1)
+    # Key of a manifest (.jsonl) in the cloud storage, sent with tasks of at least manifest_min_frames frames.
+    manifest: str | None = Field(default=None, pattern=r"\.jsonl$")
+    manifest_min_frames: int = Field(default=100, ge=1)
+    image_quality: int = Field(default=70, ge=1, le=100)
+    annotation_batch_size: int = Field(default=500, ge=1, le=10_000)  # shapes per PATCH
+
+    def project_name_for(self, model: str) -> str:
+        return self.project_name or f"{self.task_name_prefix} {model}"
+
+    def task_name_pattern_for(self, model: str) -> str:
+        if self.task_name_pattern is not None:
+            return self.task_name_pattern
+        return rf"^{_re2_escape(self.task_name_prefix)}-{_re2_escape(model)}-[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}-[0-9]{{3,}}$"
+
+    def task_name(self, model: str, day: dt.date, sequence: int) -> str:
+        return f"{self.task_name_prefix}-{model}-{day.isoformat()}-{sequence:03d}"
+
+
 class ModelConfig(_Strict):
     classes: list[Name] = Field(min_length=1)
     clients: dict[Name, ClientConfig] = Field(min_length=1)
     selection: SelectionConfig
+    cvat: CvatConfig = Field(default_factory=CvatConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
     @property
     def cameras(self) -> list[str]:
@@ -162,6 +256,17 @@ class ModelConfig(_Strict):
         _no_duplicates(reasons, "filter name (give filters of the same kind distinct `name`s)")
         for index, selection_filter in enumerate(self.selection.filters):
             _check_filter(selection_filter, index, self)
+        return self
+
+    @model_validator(mode="after")
+    def _label_mapping_targets_classes(self) -> ModelConfig:
+        for label, target in self.labels.label_mapping.items():
+            if target not in self.classes:
+                raise ValueError(
+                    f"labels.label_mapping: {label!r} maps to {target!r}, which is not one of the model's classes {self.classes}"
+                )
+            if label in self.classes:
+                raise ValueError(f"labels.label_mapping: {label!r} is already one of the model's classes; map only unknown labels")
         return self
 
 

@@ -1,0 +1,48 @@
+"""Training labels: COCO exports of reviewed tasks merged (pyodi) into immutable, versioned label sets.
+
+The Dagster asset `training_labels` stays thin: it exports reviewed tasks (`load_task_export`), calls
+`merge_reviewed_tasks`, and reports the outcome; the asset checks call `validate_label_set` and
+`change_problems`; trainers get `export_yolo` over `assign_splits`.
+"""
+
+from data_engine.labels.coco import ExportError, TaskExport, empty_label_set, load_task_export, read_cvat_export
+from data_engine.labels.merge import LabelPolicy, MergeCounts, MergeResult, merge_label_sets
+from data_engine.labels.splits import SplitSettings, assign_splits, group_key
+from data_engine.labels.store import LabelStore, LabelStoreError, Pointer, PointerMoved
+from data_engine.labels.validation import change_problems, validate_label_set
+from data_engine.labels.versioning import (
+    ConcurrentMergeError,
+    MergeOutcome,
+    import_label_set,
+    merge_reviewed_tasks,
+    rollback_labels,
+)
+from data_engine.labels.yolo import export_yolo, write_yolo_dataset
+
+__all__ = [
+    "ConcurrentMergeError",
+    "ExportError",
+    "LabelPolicy",
+    "LabelStore",
+    "LabelStoreError",
+    "MergeCounts",
+    "MergeOutcome",
+    "MergeResult",
+    "Pointer",
+    "PointerMoved",
+    "SplitSettings",
+    "TaskExport",
+    "assign_splits",
+    "change_problems",
+    "empty_label_set",
+    "export_yolo",
+    "group_key",
+    "import_label_set",
+    "load_task_export",
+    "merge_label_sets",
+    "merge_reviewed_tasks",
+    "read_cvat_export",
+    "rollback_labels",
+    "validate_label_set",
+    "write_yolo_dataset",
+]

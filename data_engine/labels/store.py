@@ -1,0 +1,161 @@
+"""The versioned label store: immutable label versions and a `latest` pointer per model.
+
+Layout (a contract: trainers read it), under the store's root:
+
+    <model>/versions/<version_id>/annotations.json   COCO; images' file_name = frame URI
+    <model>/versions/<version_id>/manifest.json      parent, merged tasks, counts, sha256 of annotations.json
+    <model>/latest.json                              {"version": ..., "moved_at", "moved_by", "reason", "previous"}
+
+Every object of a version is written once (If-None-Match); the manifest goes last, so a version
+without one is incomplete and ignored. The pointer moves by compare-and-swap (If-Match on the ETag
+read, If-None-Match for the first), so a writer that lost a race finds out instead of overwriting.
+The same class runs on S3 (prod) and on a local folder (local profile) through ObjectStore.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_engine.objectstore import LocalObjectStore, ObjectStore, PreconditionFailed, S3ObjectStore
+
+ANNOTATIONS = "annotations.json"
+MANIFEST = "manifest.json"
+LATEST = "latest.json"
+
+
+class LabelStoreError(RuntimeError):
+    """The label store is missing something it should hold, or holds something corrupt."""
+
+
+class PointerMoved(Exception):
+    """Someone else moved `latest` since it was read; re-read it and try again."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """`latest.json` as read: the version it names, and the ETag a conditional move must match."""
+
+    version: str
+    etag: str
+    record: dict[str, Any]
+
+
+def new_version_id(now: dt.datetime | None = None) -> str:
+    """`YYYYMMDDTHHMMSSffffffZ-<random>`: sorts by creation time; the suffix keeps concurrent ids apart."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LabelStore:
+    def __init__(self, objects: ObjectStore):
+        self.objects = objects
+
+    @classmethod
+    def local(cls, root: str | Path) -> LabelStore:
+        """The local profile's store, `$DATA_ENGINE_HOME/labels`."""
+        return cls(LocalObjectStore(Path(root)))
+
+    @classmethod
+    def s3(cls, bucket: str, prefix: str = "labels", client: Any = None) -> LabelStore:
+        """The prod store: the model's `labels.s3_bucket` (or storage bucket) and `labels.prefix`."""
+        return cls(S3ObjectStore(bucket, prefix, client=client))
+
+    def describe(self, model: str, version: str | None = None) -> str:
+        """Where a model's labels (or one version of them) live, for metadata and messages."""
+        return self.objects.describe(f"{model}/versions/{version}" if version else model)
+
+    # Reading
+
+    def latest(self, model: str) -> Pointer | None:
+        """The model's current pointer, or None before its first version."""
+        try:
+            data, etag = self.objects.get_with_etag(f"{model}/{LATEST}")
+        except KeyError:
+            return None
+        record = json.loads(data)
+        return Pointer(version=record["version"], etag=etag, record=record)
+
+    def manifest(self, model: str, version: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.objects.get(f"{model}/versions/{version}/{MANIFEST}"))
+        except KeyError:
+            raise LabelStoreError(
+                f"label version {version!r} of model {model!r} does not exist (or is incomplete) at {self.describe(model, version)};"
+                f" list the versions with LabelStore.versions"
+            ) from None
+
+    def annotations(self, model: str, version: str, *, verify: bool = True) -> bytes:
+        """The version's annotations.json bytes, checked against the manifest's sha256."""
+        manifest = self.manifest(model, version)
+        data = self.objects.get(f"{model}/versions/{version}/{ANNOTATIONS}")
+        if verify and sha256(data) != manifest["annotations_sha256"]:
+            raise LabelStoreError(
+                f"{self.describe(model, version)}/{ANNOTATIONS} does not match its manifest's sha256;"
+                " the object was altered or corrupted: roll back to an earlier version"
+            )
+        return data
+
+    def label_set(self, model: str, version: str | None = None) -> dict[str, Any]:
+        """A version's COCO dict (default: the latest), for checks and exports."""
+        if version is None:
+            head = self.latest(model)
+            if head is None:
+                raise LabelStoreError(f"model {model!r} has no label version yet at {self.describe(model)}; merge or import one first")
+            version = head.version
+        return json.loads(self.annotations(model, version))
+
+    def versions(self, model: str) -> list[str]:
+        """Complete versions (those with a manifest), oldest first."""
+        prefix = f"{model}/versions/"
+        return sorted(
+            key[len(prefix) :].split("/")[0] for key in self.objects.list(prefix) if key.endswith(f"/{MANIFEST}")
+        )
+
+    # Writing
+
+    def write_version(self, model: str, annotations_json: bytes, manifest: dict[str, Any]) -> str:
+        """Write a new immutable version and return its id; the manifest gets the id and checksum."""
+        version = new_version_id()
+        manifest = {
+            "version": version,
+            "model": model,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            **manifest,
+            "annotations_sha256": sha256(annotations_json),
+            "annotations_bytes": len(annotations_json),
+        }
+        base = f"{model}/versions/{version}"
+        self.objects.put(f"{base}/{ANNOTATIONS}", annotations_json, if_none_match=True)
+        self.objects.put(f"{base}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), if_none_match=True)
+        return version
+
+    def move_latest(
+        self, model: str, version: str, expected: Pointer | None, *, reason: str, moved_by: str | None = None
+    ) -> Pointer:
+        """Point `latest` at `version` if it still is `expected` (None: no pointer yet); else PointerMoved."""
+        record = {
+            "version": version,
+            "previous": expected.version if expected else None,
+            "reason": reason,
+            "moved_by": moved_by,
+            "moved_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        data = json.dumps(record, indent=1).encode()
+        try:
+            if expected is None:
+                etag = self.objects.put(f"{model}/{LATEST}", data, if_none_match=True)
+            else:
+                etag = self.objects.put(f"{model}/{LATEST}", data, if_match=expected.etag)
+        except PreconditionFailed as error:
+            raise PointerMoved(f"latest label version of {model!r} moved since it was read ({error})") from None
+        return Pointer(version=version, etag=etag, record=record)

@@ -1,0 +1,261 @@
+"""The versioned label store on a local folder and on a real S3 server (SeaweedFS), with faults."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from data_engine.labels import (
+    ExportError,
+    LabelPolicy,
+    LabelStore,
+    LabelStoreError,
+    PointerMoved,
+    import_label_set,
+    load_task_export,
+    merge_reviewed_tasks,
+    rollback_labels,
+    validate_label_set,
+)
+from data_engine.labels.store import new_version_id, sha256
+from data_engine.objectstore import LocalObjectStore, PreconditionFailed
+from data_engine_tests.cvat_server.coco import export_zip as cvat_export_zip
+from data_engine_tests.labels_fixtures import (
+    CLASSES,
+    MODEL,
+    DelegatingStore,
+    all_keys,
+    coco_export,
+    frame,
+    label_store,  # noqa: F401  (fixture)
+    labels_of,
+    latest_coco,
+    task,
+)
+
+A, B, C, D = (frame(index=i) for i in range(4))
+
+
+def test_conditional_puts(label_store):
+    objects = label_store.objects
+    etag = objects.put("m/latest.json", b"1", if_none_match=True)
+    with pytest.raises(PreconditionFailed):
+        objects.put("m/latest.json", b"2", if_none_match=True)
+    data, read_etag = objects.get_with_etag("m/latest.json")
+    assert (data, read_etag) == (b"1", etag)
+    new_etag = objects.put("m/latest.json", b"2", if_match=etag)
+    with pytest.raises(PreconditionFailed):
+        objects.put("m/latest.json", b"3", if_match=etag)
+    assert objects.get_with_etag("m/latest.json") == (b"2", new_etag)
+    with pytest.raises(PreconditionFailed):
+        objects.put("m/other.json", b"3", if_match=etag)
+    with pytest.raises(KeyError):
+        objects.get_with_etag("m/missing.json")
+    objects.put("m/plain.json", b"x")  # unconditional puts keep working
+    assert objects.list("m/") == ["m/latest.json", "m/plain.json"]
+
+
+def test_first_merge_from_empty_writes_the_layout(label_store):
+    outcome = merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 5, 5])], B: []})], CLASSES, created_by="sensor")
+    assert outcome.created and outcome.parent is None and outcome.merged_tasks == ["1"]
+    version = outcome.version
+    assert sorted(all_keys(label_store)) == [
+        f"{MODEL}/latest.json",
+        f"{MODEL}/versions/{version}/annotations.json",
+        f"{MODEL}/versions/{version}/manifest.json",
+    ]
+    assert json.loads(label_store.objects.get(f"{MODEL}/latest.json"))["version"] == version
+    manifest = label_store.manifest(MODEL, version)
+    annotations = label_store.annotations(MODEL, version)
+    assert manifest["parent"] is None
+    assert manifest["merged_tasks"] == [{"task_id": "1", "updated_date": "2026-03-02T10:00:00Z"}]
+    assert manifest["counts"]["images"] == 2 and manifest["counts"]["annotations"] == 1
+    assert manifest["counts"]["images_added"] == 2
+    assert manifest["annotations_sha256"] == sha256(annotations)
+    coco = json.loads(annotations)
+    assert not any(validate_label_set(coco, CLASSES).values())
+    assert label_store.versions(MODEL) == [version]
+    assert outcome.location.endswith(f"{MODEL}/versions/{version}")
+
+
+def test_first_merge_on_an_imported_base(label_store):
+    base = coco_export({A: [("Film", [1, 1, 1, 1])], B: [("PET", [2, 2, 2, 2])]}, labels=["Film", "PET"])
+    imported = import_label_set(label_store, MODEL, base, CLASSES, source_name="legacy-2025.json", created_by="ops")
+    assert label_store.manifest(MODEL, imported)["source"] == "import"
+    outcome = merge_reviewed_tasks(label_store, MODEL, [task(1, {B: [("HDPE", [3, 3, 3, 3])], C: []})], CLASSES)
+    assert outcome.parent == imported
+    assert labels_of(latest_coco(label_store)) == {A: [("Film", [1, 1, 1, 1])], B: [("HDPE", [3, 3, 3, 3])], C: []}
+    assert (outcome.counts.images_added, outcome.counts.images_replaced) == (1, 1)
+    assert labels_of(label_store.label_set(MODEL)) == labels_of(label_store.label_set(MODEL, outcome.version))
+
+
+def test_an_imported_base_with_duplicate_frames_is_refused(label_store):
+    base = coco_export({A: []})
+    base["images"].append({**base["images"][0], "id": 2})
+    with pytest.raises(ExportError, match=f"legacy.json: frames must be unique .*frame {A} appears more than once"):
+        import_label_set(label_store, MODEL, base, CLASSES, source_name="legacy.json")
+    assert all_keys(label_store) == []
+    with pytest.raises(LabelStoreError, match="has no label version yet"):
+        label_store.label_set(MODEL)
+
+
+def test_re_merging_the_same_tasks_is_a_no_op(label_store):
+    exports = [task(1, {A: [("PET", [1, 1, 1, 1])]}), task(2, {B: []})]
+    first = merge_reviewed_tasks(label_store, MODEL, exports, CLASSES)
+    keys = all_keys(label_store)
+    again = merge_reviewed_tasks(label_store, MODEL, exports, CLASSES)
+    assert not again.created and again.version == first.version
+    assert sorted(again.already_merged_tasks) == ["1", "2"]
+    assert all_keys(label_store) == keys
+    # One new task among merged ones: only it is merged.
+    third = merge_reviewed_tasks(label_store, MODEL, exports + [task(3, {C: []})], CLASSES)
+    assert third.merged_tasks == ["3"] and sorted(third.already_merged_tasks) == ["1", "2"]
+    assert third.counts.images_added == 1 and third.counts.images_replaced == 0
+
+
+def test_a_re_accepted_task_is_merged_again_replacing_its_frames(label_store):
+    merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 1, 1])], B: []})], CLASSES)
+    reaccepted = task(1, {A: [("HDPE", [2, 2, 2, 2])], B: []}, updated_date="2026-03-05T08:00:00Z")
+    outcome = merge_reviewed_tasks(label_store, MODEL, [reaccepted], CLASSES)
+    assert outcome.created and outcome.merged_tasks == ["1"]
+    assert labels_of(latest_coco(label_store)) == {A: [("HDPE", [2, 2, 2, 2])], B: []}
+    assert (outcome.counts.images_replaced, outcome.counts.images_added) == (2, 0)
+    manifest = label_store.manifest(MODEL, outcome.version)
+    assert manifest["tasks"]["1"]["updated_date"] == "2026-03-05T08:00:00Z"
+    # An export older than the merged one is not merged back.
+    stale = task(1, {A: []}, updated_date="2026-03-04T00:00:00Z")
+    assert not merge_reviewed_tasks(label_store, MODEL, [stale], CLASSES).created
+
+
+def test_crash_between_version_and_pointer_loses_nothing(label_store):
+    merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 1, 1])]})], CLASSES)
+
+    class CrashOnPointer(DelegatingStore):
+        crashes = 1
+
+        def put(self, key, data, **conditions):
+            if key.endswith("latest.json") and self.crashes:
+                self.crashes -= 1
+                raise ConnectionError("process killed while moving the pointer")
+            return super().put(key, data, **conditions)
+
+    crashing = LabelStore(CrashOnPointer(label_store.objects))
+    exports = [task(2, {B: [("HDPE", [2, 2, 2, 2])]})]
+    with pytest.raises(ConnectionError):
+        merge_reviewed_tasks(crashing, MODEL, exports, CLASSES)
+    assert len(label_store.versions(MODEL)) == 2  # the orphan is written but not pointed at
+    assert labels_of(latest_coco(label_store)) == {A: [("PET", [1, 1, 1, 1])]}
+
+    rerun = merge_reviewed_tasks(crashing, MODEL, exports, CLASSES)
+    assert rerun.created and rerun.merged_tasks == ["2"]
+    assert labels_of(latest_coco(label_store)) == {A: [("PET", [1, 1, 1, 1])], B: [("HDPE", [2, 2, 2, 2])]}
+    assert len(label_store.versions(MODEL)) == 3
+
+
+def test_concurrent_merges_both_land(label_store):
+    merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 1, 1])]})], CLASSES)
+    both_read = threading.Barrier(2, timeout=30)
+
+    class ReadTogether(DelegatingStore):
+        """Both merges read the same latest before either moves it: a guaranteed race."""
+
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.first_read = threading.local()
+
+        def get_with_etag(self, key):
+            result = super().get_with_etag(key)
+            if key.endswith("latest.json") and not getattr(self.first_read, "done", False):
+                self.first_read.done = True
+                both_read.wait()
+            return result
+
+    racing = LabelStore(ReadTogether(label_store.objects))
+    outcomes, errors = {}, []
+
+    def merge(name, exports):
+        try:
+            outcomes[name] = merge_reviewed_tasks(racing, MODEL, exports, CLASSES)
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=merge, args=("x", [task(2, {B: [("HDPE", [2, 2, 2, 2])]})])),
+        threading.Thread(target=merge, args=("y", [task(3, {C: [("Film", [3, 3, 3, 3])], A: []})])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(o.attempts for o in outcomes.values()) == [1, 2]
+    assert labels_of(latest_coco(label_store)) == {A: [], B: [("HDPE", [2, 2, 2, 2])], C: [("Film", [3, 3, 3, 3])]}
+    latest = label_store.manifest(MODEL, label_store.latest(MODEL).version)
+    assert sorted(latest["tasks"]) == ["1", "2", "3"]
+
+
+def test_malformed_export_writes_nothing(label_store):
+    merge_reviewed_tasks(label_store, MODEL, [task(1, {A: []})], CLASSES)
+    keys = all_keys(label_store)
+    good = coco_export({B: []})
+    with pytest.raises(ExportError, match="task 8: the export is not a readable zip"):
+        load_task_export(8, "2026-03-03T00:00:00Z", cvat_export_zip(good, corruption="truncated"))
+    broken = task(9, {B: [("PET", [1, 1, 1, 1])]})
+    broken.coco["annotations"][0]["image_id"] = 77
+    with pytest.raises(ExportError, match="task 9: .*annotation 1 refers to image 77"):
+        merge_reviewed_tasks(label_store, MODEL, [task(10, {C: []}), broken], CLASSES)
+    with pytest.raises(ExportError, match="task 11: label 'Glass'"):
+        merge_reviewed_tasks(label_store, MODEL, [task(11, {C: [("Glass", [1, 1, 1, 1])]}, labels=["Glass"])], CLASSES)
+    assert all_keys(label_store) == keys
+
+
+def test_unknown_label_policy_from_config(label_store):
+    from data_engine.config.models import LabelsConfig
+
+    config = LabelsConfig(unknown_label="map", label_mapping={"bottle": "PET"})
+    review = task(1, {A: [("bottle", [1, 1, 1, 1])]}, labels=["bottle"])
+    merge_reviewed_tasks(label_store, MODEL, [review], CLASSES, LabelPolicy.from_config(config))
+    assert labels_of(latest_coco(label_store)) == {A: [("PET", [1, 1, 1, 1])]}
+
+
+def test_rollback_moves_the_pointer_to_a_named_version(label_store):
+    first = merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 1, 1])]})], CLASSES).version
+    second = merge_reviewed_tasks(label_store, MODEL, [task(2, {A: [("HDPE", [1, 1, 1, 1])]})], CLASSES).version
+    assert label_store.versions(MODEL) == [first, second]
+    pointer = rollback_labels(label_store, MODEL, first, rolled_back_by="alice", reason="bad review in task 2")
+    assert pointer.version == first
+    record = label_store.latest(MODEL).record
+    assert record["moved_by"] == "alice" and record["previous"] == second and "bad review" in record["reason"]
+    assert labels_of(latest_coco(label_store)) == {A: [("PET", [1, 1, 1, 1])]}
+    assert label_store.versions(MODEL) == [first, second]  # old versions stay
+    with pytest.raises(LabelStoreError, match="label version 'nope' of model 'municipals' does not exist"):
+        rollback_labels(label_store, MODEL, "nope", rolled_back_by="alice")
+    # The next merge builds on the rolled-back-to version.
+    third = merge_reviewed_tasks(label_store, MODEL, [task(3, {B: []})], CLASSES)
+    assert third.parent == first
+
+
+def test_a_stale_pointer_cannot_be_moved(label_store):
+    merge_reviewed_tasks(label_store, MODEL, [task(1, {A: []})], CLASSES)
+    stale = label_store.latest(MODEL)
+    merge_reviewed_tasks(label_store, MODEL, [task(2, {B: []})], CLASSES)
+    with pytest.raises(PointerMoved):
+        label_store.move_latest(MODEL, stale.version, stale, reason="test")
+
+
+def test_a_corrupted_version_is_detected(tmp_path):
+    store = LabelStore.local(tmp_path)
+    version = merge_reviewed_tasks(store, MODEL, [task(1, {A: []})], CLASSES).version
+    LocalObjectStore(tmp_path).put(f"{MODEL}/versions/{version}/annotations.json", b"{}")
+    with pytest.raises(LabelStoreError, match="does not match its manifest's sha256"):
+        store.annotations(MODEL, version)
+
+
+def test_version_ids_sort_by_creation_time():
+    import datetime as dt
+
+    times = [dt.datetime(2026, 3, 1, 10, 0, 0, 999, tzinfo=dt.timezone.utc), dt.datetime(2026, 3, 1, 10, 0, 1, tzinfo=dt.timezone.utc)]
+    ids = [new_version_id(t) for t in times]
+    assert ids == sorted(ids) and ids[0].startswith("20260301T100000000999Z-")
