@@ -44,6 +44,9 @@ TEST_FLEET = {
                     {"kind": "empty_frames", "max_frames": 4, "clients": ["acme_recycling"]},
                 ],
             },
+            # Small tasks, jobs and annotation batches, so one model-day makes several of each.
+            "cvat": {"cloud_storage_id": 7, "max_frames_per_task": 8, "segment_size": 3,
+                     "assignees": ["alice", "bob"], "annotation_batch_size": 10},
         },
         "ENS": {
             "classes": ["Glass", "Metal Can", "PET", "HDPE", "Tetra Pak"],
@@ -57,6 +60,7 @@ TEST_FLEET = {
                     {"kind": "empty_frames", "max_frames": 5},
                 ],
             },
+            "cvat": {"task_name_prefix": "ens-review", "project_name": "ENS review", "max_frames_per_task": 50},
         },
     },
 }

@@ -65,7 +65,8 @@ def test_every_sql_file_is_covered():
     """A new file in sql/ must be added to the parity check below."""
     files = {p.relative_to(sql.sql_dir()).with_suffix("").as_posix() for p in sql.sql_dir().rglob("*.sql")}
     covered = {"checked_predictions", "checked_empty_frames", "review_candidates", "review_selections_table",
-               "filters/size_class", "filters/class_overlap", "filters/confidence_band", "filters/empty_frames"}
+               "filters/size_class", "filters/class_overlap", "filters/confidence_band", "filters/empty_frames",
+               "cvat_task_models"}
     assert files == covered
 
 
@@ -103,3 +104,56 @@ def test_ddl_is_idempotent_on_both(warehouses):
         ledger = warehouse.run(Query("ledger", sql.inline_files(sql.sqlglot.parse_one(
             "SELECT COUNT(*) AS n FROM review_selections", read="bigquery")))).table
         assert ledger["n"].to_pylist() == [9]
+
+
+def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emulator):
+    """The review sensor's task -> model mapping (run on an in-memory DuckDB over the listed tasks)."""
+    from google.cloud import bigquery
+
+    from data_engine.annotation.backend import TaskSnapshot
+    from data_engine.annotation.review_scan import task_models
+    from data_engine.warehouse.bigquery_engine import BigQueryWarehouse
+
+    config, _, bq = warehouses
+    at = dt.datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=dt.timezone.utc)
+    tasks = [
+        TaskSnapshot(1, "data-engine-municipals-2026-11-24-001", at, 3, 8, 3, 3),  # reviewed
+        TaskSnapshot(2, "data-engine-municipals-2026-11-24-002", at, 3, 8, 3, 2),  # a job not accepted
+        TaskSnapshot(3, "ens-review-ENS-2026-11-24-001", at + dt.timedelta(microseconds=1), None, 50, 1, 1),
+        TaskSnapshot(4, "someone-else", at, 9, 1, 1, 1),  # no model
+        TaskSnapshot(5, "data-engine-municipals-2026-11-24-003", at, 3, 0, 0, 0),  # no jobs yet
+        TaskSnapshot(6, "hand-made-1", at, 3, 4, 2, 2),  # two models
+        TaskSnapshot(7, "data-engine-municipals-2026-11-24-1", at, 3, 4, 2, 2),  # not the naming scheme
+    ]
+    patterns = {m: c.cvat.task_name_pattern_for(m) for m, c in config.models.items()}
+    patterns_both = {**patterns, "hand": "^hand-made-", "made": "made-[0-9]$"}
+    on_duckdb = task_models(tasks, patterns_both)
+
+    dataset = "test-project.cvat_parity"
+    bq_emulator.client().create_dataset(dataset, exists_ok=True)
+    client = bq.client
+    task_fields = [("task_id", "INT64"), ("task_name", "STRING"), ("updated_date", "TIMESTAMP"), ("project_id", "INT64"),
+                   ("frame_count", "INT64"), ("jobs_count", "INT64"), ("jobs_completed", "INT64")]
+    for name, fields, rows in (
+        ("cvat_tasks", task_fields, [
+            {"task_id": t.id, "task_name": t.name, "updated_date": t.updated_date.isoformat(), "project_id": t.project_id,
+             "frame_count": t.frame_count, "jobs_count": t.jobs_count, "jobs_completed": t.jobs_completed} for t in tasks]),
+        ("cvat_task_name_patterns", [("model", "STRING"), ("pattern", "STRING")],
+         [{"model": m, "pattern": p} for m, p in patterns_both.items()]),
+    ):
+        client.delete_table(f"{dataset}.{name}", not_found_ok=True)
+        client.create_table(bigquery.Table(f"{dataset}.{name}", schema=[bigquery.SchemaField(n, t) for n, t in fields]))
+        assert not client.insert_rows_json(f"{dataset}.{name}", rows)
+    tables = {**bq.tables, "cvat_tasks": f"{dataset}.cvat_tasks", "cvat_task_name_patterns": f"{dataset}.cvat_task_name_patterns"}
+    on_bigquery = BigQueryWarehouse(client, tables, config.warehouse.max_bytes_billed).run(
+        Query("cvat_task_models", sql.load("cvat_task_models"))).table
+
+    assert on_duckdb.column_names == on_bigquery.column_names
+    assert _normalized(on_duckdb) == _normalized(on_bigquery)
+    by_task = {}
+    for row in on_duckdb.to_pylist():
+        by_task.setdefault(row["task_id"], []).append((row["model"], row["models_matched"], row["reviewed"]))
+    assert by_task == {
+        1: [("municipals", 1, True)], 2: [("municipals", 1, False)], 3: [("ENS", 1, True)], 4: [(None, 0, True)],
+        5: [("municipals", 1, False)], 6: [("hand", 2, True), ("made", 2, True)], 7: [(None, 0, True)],
+    }

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from data_engine.config import FleetConfig
+from data_engine.defs.cvat_resource import AnnotationResource, CvatResource, UnconfiguredAnnotationResource
 from data_engine.defs.io_manager import ArrowParquetIOManager
 from data_engine.defs.resources import (
     BigQueryWarehouseResource,
@@ -34,4 +37,22 @@ def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
             selections_table=config.warehouse.selections_table,
             max_bytes_billed=config.warehouse.max_bytes_billed,
         )
-    return {"warehouse": warehouse, "object_store": store, "io_manager": ArrowParquetIOManager(store=store)}
+    return {
+        "warehouse": warehouse,
+        "object_store": store,
+        "io_manager": ArrowParquetIOManager(store=store),
+        "cvat": annotation_resource(settings),
+    }
+
+
+def annotation_resource(settings: Settings) -> AnnotationResource:
+    """CVAT in prod, and in the local profile when CVAT_URL is set (DESIGN.md). The local profile
+    uploads frames from its files; prod attaches them through each model's CVAT cloud storage."""
+    if settings.profile == "local" and not os.environ.get("CVAT_URL"):
+        return UnconfiguredAnnotationResource()
+    return CvatResource(
+        url=dg.EnvVar("CVAT_URL"),
+        access_token=dg.EnvVar("CVAT_ACCESS_TOKEN"),
+        org=dg.EnvVar("CVAT_ORG") if os.environ.get("CVAT_ORG") else None,
+        objects_root=str(settings.objects_root) if settings.profile == "local" else None,
+    )

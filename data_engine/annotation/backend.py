@@ -1,0 +1,138 @@
+"""What the pipeline needs from an annotation tool, in its own terms (no cvat-sdk types)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class AnnotationError(RuntimeError):
+    """A call to the annotation tool failed; the message names the task / request and what to do."""
+
+
+class RequestTimeout(AnnotationError):
+    """A background request (task creation, export) did not finish before its deadline."""
+
+
+@dataclass(frozen=True)
+class Box:
+    class_name: str
+    score: float
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+
+@dataclass(frozen=True)
+class TaskFrame:
+    """One frame of a task: its URI, the name it gets in the task, its size and pre-annotations."""
+
+    uri: str
+    name: str  # cloud storage key (server file), or the uploaded file's name
+    width: int
+    height: int
+    boxes: tuple[Box, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    name: str
+    frames: tuple[TaskFrame, ...]
+    first_job_index: int  # position of the task's first job in the day's round robin of assignees
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    segment_size: int
+    image_quality: int
+    assignees: tuple[str, ...]
+    annotation_batch_size: int
+    cloud_storage_id: int | None  # None: frames are uploaded from local files
+    manifest: str | None = None
+    manifest_min_frames: int = 100
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    id: int
+    name: str
+    url: str
+    label_ids: dict[str, int]
+    labels_added: tuple[str, ...] = ()
+    labels_not_in_config: tuple[str, ...] = ()
+    created: bool = False
+
+
+@dataclass
+class TaskOutcome:
+    task_id: int
+    name: str
+    url: str
+    frames: int
+    jobs: int
+    shapes_uploaded: int
+    shapes_total: int  # auto shapes on the task after this run
+    steps: list[str] = field(default_factory=list)  # what this run did: created, data, assignees, shapes
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """A task as a listing shows it; enough for the review sensor without further requests."""
+
+    id: int
+    name: str
+    updated_date: dt.datetime
+    project_id: int | None
+    frame_count: int
+    jobs_count: int
+    jobs_completed: int
+
+
+@dataclass(frozen=True)
+class TaskPosition:
+    """A keyset position in the (updated_date, id) order of tasks: the review sensor's cursor."""
+
+    updated_date: dt.datetime
+    task_id: int
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    tasks: list[TaskSnapshot]
+    more: bool  # further tasks are past this page
+
+
+class AnnotationBackend(ABC):
+    """An annotation tool: projects per model, tasks per batch of frames, and their review state."""
+
+    @property
+    @abstractmethod
+    def web_url(self) -> str:
+        """Root URL of the tool's web UI (links in metadata)."""
+
+    @abstractmethod
+    def ensure_project(self, name: str, classes: list[str]) -> ProjectInfo:
+        """Find the project by name or create it, so that every class is a rectangle label."""
+
+    @abstractmethod
+    def ensure_task(self, project: ProjectInfo, plan: TaskPlan, settings: TaskSettings) -> TaskOutcome:
+        """Create the task or resume it: data, job assignees and pre-annotations, never twice."""
+
+    @abstractmethod
+    def tasks_updated_after(self, position: TaskPosition | None, limit: int) -> TaskPage:
+        """At most `limit` tasks past `position` in (updated_date, id) order, in that order."""
+
+    @abstractmethod
+    def tasks_by_id(self, task_ids: list[int]) -> list[TaskSnapshot]:
+        """The current state of some tasks (deleted ones are left out)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass
+
+    def __enter__(self) -> AnnotationBackend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,469 @@
+"""The annotation backend on CVAT, through cvat-sdk (2.80, for CVAT servers 2.80 and 2.81).
+
+Only this module imports cvat_sdk, and only resource methods import this module, so loading the code
+location stays cheap. Every HTTP call goes through `_call`: a socket timeout, backoff with jitter on
+429 / 5xx / connection errors (`retry.with_retries`), and an error that names the task and the request.
+Background requests (task data) are polled here with an outer deadline, never with the SDK's
+unbounded `wait_for_completion`.
+
+Idempotency: task names are the keys. `ensure_task` looks the task up by name before creating it,
+uploads data only to a task that has none (or waits for the upload already running), assigns only
+jobs without an assignee, and sends shapes only for frames without `auto` shapes. Shapes of one frame
+always travel in one PATCH, so "frames with auto shapes" is exactly what earlier requests delivered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from cvat_sdk import Client, Config, models
+from cvat_sdk.api_client.exceptions import ApiException
+from cvat_sdk.core.client import AccessTokenCredentials
+from cvat_sdk.core.uploading import DataUploader
+
+from data_engine.annotation.backend import (
+    AnnotationBackend,
+    AnnotationError,
+    ProjectInfo,
+    RequestTimeout,
+    TaskOutcome,
+    TaskPage,
+    TaskPlan,
+    TaskPosition,
+    TaskSettings,
+    TaskSnapshot,
+)
+from data_engine.annotation.retry import Deadline, RetriesExhausted, RetryPolicy, Transient, with_retries
+from data_engine.annotation.tasks import cloud_key, local_files, shape_batches
+
+T = TypeVar("T")
+SUPPORTED_SERVER_MINORS = ("2.80", "2.81")
+PAGE_SIZE = 500
+MAX_PAGES = 200
+
+
+def classify(error: BaseException) -> Transient | None:
+    """Transient: HTTP 429 and 5xx (with the server's Retry-After), dropped connections, timeouts."""
+    if isinstance(error, ApiException):
+        status = error.status or 0
+        if status == 429 or status >= 500:
+            retry_after = None
+            raw = (error.headers or {}).get("Retry-After") if error.headers is not None else None
+            try:
+                retry_after = float(raw) if raw is not None else None
+            except ValueError:
+                retry_after = None
+            return Transient(f"HTTP {status} {error.reason or ''}".strip(), retry_after)
+        return None
+    if isinstance(error, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
+        return Transient(f"{type(error).__name__}: {error}")
+    return None
+
+
+def iso(value: dt.datetime) -> str:
+    """CVAT's timestamp format (UTC, microseconds), for `updated_date` filters."""
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _detail(error: BaseException) -> str:
+    """A short reason: status and the server's `detail` (never request headers, so never the token)."""
+    if isinstance(error, ApiException):
+        body = error.body.decode(errors="replace") if isinstance(error.body, bytes) else str(error.body or "")
+        try:
+            body = json.loads(body).get("detail", body)
+        except (ValueError, AttributeError):
+            pass
+        return f"HTTP {error.status}: {str(body)[:300]}"
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
+class CvatBackend(AnnotationBackend):
+    def __init__(
+        self,
+        url: str,
+        access_token: str,
+        *,
+        org: str | None = None,
+        objects_root: Path | None = None,
+        request_timeout_s: float = 60.0,
+        poll_period_s: float = 2.0,
+        request_deadline_s: float = 900.0,
+        retry: RetryPolicy = RetryPolicy(),
+        logger: logging.Logger | None = None,
+        check_version: bool = True,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.objects_root = objects_root
+        self.request_timeout_s = request_timeout_s
+        self.poll_period_s = poll_period_s
+        self.request_deadline_s = request_deadline_s
+        self.retry = retry
+        self.log = logger or logging.getLogger(__name__)
+        self.client = Client(self.url, config=Config(status_check_period=poll_period_s), check_server_version=False)
+        self.client.login(AccessTokenCredentials(access_token))
+        if org:
+            self.client.organization_slug = org
+        self.api = self.client.api_client
+        self._users: dict[str, int] = {}
+        self._storages: dict[int, Any] = {}
+        self.server_version = None
+        if not check_version:
+            return
+        self.server_version = str(self._call("GET /api/server/about", self.api.server_api.retrieve_about).version)
+        if not self.server_version.startswith(tuple(m + "." for m in SUPPORTED_SERVER_MINORS)):
+            self.log.warning(
+                f"CVAT server {self.url} runs {self.server_version}; this cvat-sdk supports {', '.join(SUPPORTED_SERVER_MINORS)}"
+            )
+
+    @property
+    def web_url(self) -> str:
+        return self.url
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[..., Any], *args, before_retry=None, **kwargs) -> Any:
+        """One API call (cvat-sdk low-level, returning (data, response)) with timeout and retries."""
+
+        def attempt():
+            result = fn(*args, _request_timeout=self.request_timeout_s, **kwargs)
+            return result[0] if isinstance(result, tuple) else result
+
+        try:
+            return with_retries(attempt, what=what, classify=classify, policy=self.retry, before_retry=before_retry)
+        except RetriesExhausted as error:
+            raise AnnotationError(f"CVAT {self.url}: {error}") from error.__cause__
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            raise AnnotationError(f"CVAT {self.url}: {what} failed: {_detail(error)}") from error
+
+    def _all(self, what: str, fn: Callable[..., Any], **filters) -> list[Any]:
+        results: list[Any] = []
+        for page in range(1, MAX_PAGES + 1):
+            data = self._call(f"{what} (page {page})", fn, page=page, page_size=PAGE_SIZE, **filters)
+            results.extend(data.results)
+            if not data.next:
+                return results
+        raise AnnotationError(f"CVAT {self.url}: {what} returned more than {MAX_PAGES * PAGE_SIZE} items")
+
+    def wait_for_request(self, rq_id: str, what: str) -> Any:
+        """Poll GET /api/requests/{rq_id} until finished, failed, or the outer deadline."""
+        deadline = Deadline(self.request_deadline_s)
+        pause = self.poll_period_s
+        while True:
+            request = self._call(f"{what}: GET /api/requests/{rq_id}", self.api.requests_api.retrieve, rq_id)
+            status = str(request.status)
+            if status == "finished":
+                return request
+            if status == "failed":
+                raise AnnotationError(f"{what}: CVAT request {rq_id!r} failed: {request.message}")
+            if deadline.remaining() < pause:
+                raise RequestTimeout(
+                    f"{what}: CVAT request {rq_id!r} is still {status} after {self.request_deadline_s:.0f}s"
+                    " (request_deadline_s); check the CVAT workers, then re-run: the task is resumed, not duplicated"
+                )
+            time.sleep(pause)
+            pause = min(pause * 1.5, 30.0)
+
+    # --- projects -----------------------------------------------------------------------------
+
+    def ensure_project(self, name: str, classes: list[str]) -> ProjectInfo:
+        projects_api, labels_api = self.api.projects_api, self.api.labels_api
+
+        def find():
+            found = [p for p in self._call(f"project {name!r}: GET /api/projects", projects_api.list, name=name).results if p.name == name]
+            if len(found) > 1:
+                raise AnnotationError(
+                    f"CVAT {self.url}: {len(found)} projects are named {name!r} (ids {[p.id for p in found]});"
+                    " rename or delete the extra ones, or set cvat.project_name"
+                )
+            return found[0] if found else None
+
+        project, created = find(), False
+        if project is None:
+            spec = models.ProjectWriteRequest(
+                name=name, labels=[models.PatchedLabelRequest(name=c, type="rectangle") for c in classes]
+            )
+            # A POST that failed on the way back may have created the project: look again before retrying.
+            project = self._call(
+                f"project {name!r}: POST /api/projects", lambda **kw: find() or projects_api.create(spec, **kw)
+            )
+            created = True
+        labels = self._all(f"project {name!r}: GET /api/labels", labels_api.list, project_id=project.id)
+        existing = {label.name for label in labels}
+        added = [c for c in classes if c not in existing]
+        if added:
+            self._call(
+                f"project {name!r} (id {project.id}): PATCH /api/projects/{project.id} (add labels {added})",
+                projects_api.partial_update,
+                project.id,
+                patched_project_write_request=models.PatchedProjectWriteRequest(
+                    labels=[models.PatchedLabelRequest(name=c, type="rectangle") for c in added]
+                ),
+            )
+            labels = self._all(f"project {name!r}: GET /api/labels", labels_api.list, project_id=project.id)
+        extra = tuple(sorted(label.name for label in labels if label.name not in classes))
+        if extra:
+            self.log.warning(f"CVAT project {name!r} (id {project.id}) has labels not in the config, kept: {list(extra)}")
+        return ProjectInfo(
+            id=project.id,
+            name=name,
+            url=f"{self.url}/projects/{project.id}",
+            label_ids={label.name: label.id for label in labels},
+            labels_added=tuple(added) if not created else (),
+            labels_not_in_config=extra,
+            created=created,
+        )
+
+    # --- tasks --------------------------------------------------------------------------------
+
+    def ensure_task(self, project: ProjectInfo, plan: TaskPlan, settings: TaskSettings) -> TaskOutcome:
+        tasks_api = self.api.tasks_api
+        steps: list[str] = []
+        where = f"task {plan.name!r}"
+
+        def find():
+            found = [
+                t
+                for t in self._call(f"{where}: GET /api/tasks?name=", tasks_api.list, name=plan.name, project_id=project.id).results
+                if t.name == plan.name
+            ]
+            if len(found) > 1:
+                raise AnnotationError(
+                    f"CVAT {self.url}: {len(found)} tasks are named {plan.name!r} in project {project.name!r}"
+                    f" (ids {sorted(t.id for t in found)}); delete all but one, then re-run"
+                )
+            return found[0] if found else None
+
+        task = find()
+        if task is None:
+            spec = models.TaskWriteRequest(name=plan.name, project_id=project.id, segment_size=settings.segment_size)
+            task = self._call(f"{where}: POST /api/tasks", lambda **kw: find() or tasks_api.create(spec, **kw))
+            steps.append("created")
+        where = f"task {plan.name!r} (id {task.id})"
+        if not task.size:
+            self._attach_data(task.id, where, plan, settings)
+            task = self._call(f"{where}: GET /api/tasks/{task.id}", tasks_api.retrieve, task.id)
+            steps.append("data")
+        self._check_frames(task.id, where, plan)
+        jobs = sorted(
+            self._all(f"{where}: GET /api/jobs", self.api.jobs_api.list, task_id=task.id, type="annotation"),
+            key=lambda job: job.start_frame,
+        )
+        if self._assign(jobs, where, plan, settings):
+            steps.append("assignees")
+        uploaded, total = self._upload_shapes(task.id, where, plan, project.label_ids, settings)
+        if uploaded:
+            steps.append("shapes")
+        return TaskOutcome(
+            task_id=task.id,
+            name=plan.name,
+            url=f"{self.url}/tasks/{task.id}",
+            frames=int(task.size),
+            jobs=len(jobs),
+            shapes_uploaded=uploaded,
+            shapes_total=total,
+            steps=steps,
+        )
+
+    def _pending_data_request(self, task_id: int, where: str) -> str | None:
+        requests = self._call(
+            f"{where}: GET /api/requests", self.api.requests_api.list, task_id=task_id, action="create", target="task"
+        ).results
+        running = [r for r in requests if str(r.status) in ("queued", "started")]
+        return running[0].id if running else None
+
+    def _attach_data(self, task_id: int, where: str, plan: TaskPlan, settings: TaskSettings) -> None:
+        """Attach the frames, or wait for the upload an earlier (crashed) run already started."""
+        rq_id = self._pending_data_request(task_id, where)
+        if rq_id is None:
+            data: dict[str, Any] = {"image_quality": settings.image_quality, "sorting_method": "predefined"}
+            if settings.cloud_storage_id is not None:
+                self._check_storage(settings.cloud_storage_id, where, plan)
+                keys = [frame.name for frame in plan.frames]
+                if settings.manifest and len(keys) >= settings.manifest_min_frames:
+                    keys.append(settings.manifest)
+                request = models.DataRequest(
+                    server_files=keys, cloud_storage_id=settings.cloud_storage_id, use_cache=True, **data
+                )
+                what = f"{where}: POST /api/tasks/{task_id}/data (cloud storage {settings.cloud_storage_id})"
+                post = lambda: self.api.tasks_api.create_data(  # noqa: E731
+                    task_id, data_request=request, _request_timeout=self.request_timeout_s
+                )[0].rq_id
+            else:
+                what = f"{where}: POST /api/tasks/{task_id}/data (upload of {len(plan.frames)} files)"
+                post = lambda: self._upload_files(task_id, where, plan, data)  # noqa: E731
+            tries = [0]
+
+            def start(**_kw) -> str | None:
+                # After a failed try, the server may have taken the data anyway: look before resending.
+                if tries[0]:
+                    if self.api.tasks_api.retrieve(task_id, _request_timeout=self.request_timeout_s)[0].size:
+                        return None
+                    pending = self._pending_data_request(task_id, where)
+                    if pending is not None:
+                        return pending
+                tries[0] += 1
+                return post()
+
+            rq_id = self._call(what, start)
+        if rq_id is not None:
+            self.wait_for_request(rq_id, f"{where}: data")
+
+    def _upload_files(self, task_id: int, where: str, plan: TaskPlan, data: dict[str, Any]) -> str:
+        if self.objects_root is None:
+            raise AnnotationError(
+                f"{where}: frames must be uploaded from local files but no objects_root is configured;"
+                " set cvat.cloud_storage_id for the model or use the local profile"
+            )
+        url = self.client.api_map.make_endpoint_url(self.api.tasks_api.create_data_endpoint.path, kwsub={"id": task_id})
+        with tempfile.TemporaryDirectory(prefix="cvat-upload-") as staging:
+            paths = local_files(self.objects_root, plan.frames, Path(staging))
+            response = DataUploader(self.client).upload_files(url, paths, **data)
+            return json.loads(response.data)["rq_id"]
+
+    def _check_storage(self, storage_id: int, where: str, plan: TaskPlan) -> None:
+        if storage_id not in self._storages:
+            self._storages[storage_id] = self._call(
+                f"{where}: GET /api/cloudstorages/{storage_id}", self.api.cloudstorages_api.retrieve, storage_id
+            )
+        storage = self._storages[storage_id]
+        buckets = {cloud_key(frame.uri)[0] for frame in plan.frames}
+        if buckets != {storage.resource}:
+            raise AnnotationError(
+                f"{where}: the frames are in bucket(s) {sorted(buckets)} but CVAT cloud storage {storage_id}"
+                f" ({storage.display_name!r}) is bucket {storage.resource!r}; fix cvat.cloud_storage_id"
+            )
+
+    def _check_frames(self, task_id: int, where: str, plan: TaskPlan) -> None:
+        meta = self._call(f"{where}: GET /api/tasks/{task_id}/data/meta", self.api.tasks_api.retrieve_data_meta, task_id)
+        names = [frame.name for frame in meta.frames]
+        expected = [frame.name for frame in plan.frames]
+        if names != expected:
+            first = next((i for i, (a, b) in enumerate(zip(names, expected, strict=False)) if a != b), min(len(names), len(expected)))
+            raise AnnotationError(
+                f"{where} holds {len(names)} frames that differ from the {len(expected)} planned for it (first difference"
+                f" at frame {first}); the candidates changed after the task was made. Delete the task in CVAT and re-run"
+            )
+
+    def _user_id(self, username: str, where: str) -> int:
+        if username not in self._users:
+            found = [u for u in self._call(f"{where}: GET /api/users", self.api.users_api.list, username=username).results if u.username == username]
+            if not found:
+                raise AnnotationError(f"{where}: assignee {username!r} (cvat.assignees) is not a user of CVAT {self.url}")
+            self._users[username] = found[0].id
+        return self._users[username]
+
+    def _assign(self, jobs: list[Any], where: str, plan: TaskPlan, settings: TaskSettings) -> bool:
+        """Round robin over the configured usernames; a job someone already assigned is left alone."""
+        changed = False
+        for position, job in enumerate(jobs):
+            if not settings.assignees or job.assignee is not None:
+                continue
+            username = settings.assignees[(plan.first_job_index + position) % len(settings.assignees)]
+            self._call(
+                f"{where}: PATCH /api/jobs/{job.id} (assignee {username})",
+                self.api.jobs_api.partial_update,
+                job.id,
+                patched_job_write_request=models.PatchedJobWriteRequest(assignee=self._user_id(username, where)),
+            )
+            changed = True
+        return changed
+
+    def _auto_frames(self, task_id: int, where: str) -> tuple[set[int], int]:
+        data = self._call(f"{where}: GET /api/tasks/{task_id}/annotations", self.api.tasks_api.retrieve_annotations, task_id)
+        auto = [shape for shape in data.shapes if str(shape.source) == "auto"]
+        return {shape.frame for shape in auto}, len(auto)
+
+    def _upload_shapes(
+        self, task_id: int, where: str, plan: TaskPlan, label_ids: dict[str, int], settings: TaskSettings
+    ) -> tuple[int, int]:
+        done, total = self._auto_frames(task_id, where)
+        missing = {box.class_name for frame in plan.frames for box in frame.boxes} - set(label_ids)
+        if missing:
+            raise AnnotationError(f"{where}: classes {sorted(missing)} have no label in the project")
+        pending = [i for i in range(len(plan.frames)) if i not in done]
+        uploaded = 0
+        for number, (frames, shapes) in enumerate(
+            shape_batches(plan.frames, pending, label_ids, settings.annotation_batch_size), start=1
+        ):
+            uploaded += self._patch_shapes(task_id, f"{where}: shapes batch {number} (frames {frames[0]}-{frames[-1]})", frames, shapes)
+        return uploaded, total + uploaded
+
+    def _patch_shapes(self, task_id: int, what: str, frames: list[int], shapes: list[dict]) -> int:
+        """PATCH ?action=create, retried safely: before resending, frames that got their shapes after
+        all (a request applied by the server whose answer was lost) are dropped from the batch."""
+        batch = {"shapes": shapes}
+
+        def recheck(_error: BaseException) -> None:
+            done, _ = self._auto_frames(task_id, what)
+            batch["shapes"] = [shape for shape in batch["shapes"] if shape["frame"] not in done]
+
+        def send(**kw):
+            if not batch["shapes"]:
+                return 0
+            request = models.PatchedLabeledDataRequest(
+                shapes=[models.LabeledShapeRequest(**shape) for shape in batch["shapes"]]
+            )
+            self.api.tasks_api.partial_update_annotations("create", task_id, patched_labeled_data_request=request, **kw)
+            return len(batch["shapes"])
+
+        return self._call(f"{what}: PATCH /api/tasks/{task_id}/annotations?action=create", send, before_retry=recheck)
+
+    # --- listing for the review sensor ----------------------------------------------------------
+
+    @staticmethod
+    def _snapshot(task: Any) -> TaskSnapshot:
+        return TaskSnapshot(
+            id=task.id,
+            name=task.name,
+            updated_date=task.updated_date,
+            project_id=task.project_id,
+            frame_count=int(task.size or 0),
+            jobs_count=int(task.jobs.count),
+            jobs_completed=int(task.jobs.completed),
+        )
+
+    def tasks_updated_after(self, position: TaskPosition | None, limit: int) -> TaskPage:
+        filters: dict[str, Any] = {}
+        if position is not None:
+            at = iso(position.updated_date)
+            filters["filter"] = json.dumps(
+                {
+                    "or": [
+                        {">": [{"var": "updated_date"}, at]},
+                        {"and": [{"==": [{"var": "updated_date"}, at]}, {">": [{"var": "id"}, position.task_id]}]},
+                    ]
+                }
+            )
+        page = self._call(
+            "GET /api/tasks (updated since the sensor cursor)",
+            self.api.tasks_api.list,
+            sort="updated_date,id",
+            page_size=limit,
+            page=1,
+            **filters,
+        )
+        return TaskPage(tasks=[self._snapshot(task) for task in page.results], more=bool(page.next))
+
+    def tasks_by_id(self, task_ids: list[int]) -> list[TaskSnapshot]:
+        if not task_ids:
+            return []
+        page = self._call(
+            f"GET /api/tasks (ids {task_ids})",
+            self.api.tasks_api.list,
+            filter=json.dumps({"in": [{"var": "id"}, list(task_ids)]}),
+            sort="updated_date,id",
+            page_size=len(task_ids),
+            page=1,
+        )
+        return [self._snapshot(task) for task in page.results]

@@ -1,0 +1,90 @@
+"""Backoff with jitter for transient failures, and an outer deadline for everything that waits.
+
+cvat-sdk retries only GETs on 502/503/504 (and 429 with Retry-After); POST/PATCH on 429 or 5xx,
+and any 500, reach us. `with_retries` retries what `classify` calls transient, sleeping a jittered,
+exponentially growing delay (at least the server's Retry-After), and gives up after `attempts` tries
+or when the next sleep would pass the deadline. `Deadline` bounds polling loops.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 20.0
+    deadline_s: float = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Equal jitter: uniform in [c/2, c] for c = min(max, base * 2^attempt); never less than Retry-After."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2**attempt)
+        jittered = rng.uniform(ceiling / 2, ceiling)
+        return max(jittered, min(retry_after or 0.0, self.max_delay_s))
+
+
+@dataclass(frozen=True)
+class Transient:
+    """`classify`'s verdict on an error: retry it (after at least `retry_after` seconds)."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+class Deadline:
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.seconds = seconds
+        self.end = clock() + seconds
+
+    def remaining(self) -> float:
+        return self.end - self.clock()
+
+    def passed(self) -> bool:
+        return self.remaining() <= 0
+
+
+class RetriesExhausted(RuntimeError):
+    """Raised from the last transient error: the message says what was tried, how often, and why."""
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    classify: Callable[[BaseException], Transient | None],
+    policy: RetryPolicy = RetryPolicy(),
+    before_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> T:
+    """Run `call`; on a transient error wait and run it again. `before_retry` may re-check state
+    (e.g. whether a POST the server answered with a 500 was applied after all)."""
+    rng = rng or random.Random()
+    deadline = Deadline(policy.deadline_s)
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - classified below
+            verdict = classify(error)
+            if verdict is None:
+                raise
+            attempt += 1
+            pause = policy.delay(attempt - 1, verdict.retry_after, rng)
+            if attempt >= policy.attempts or pause > deadline.remaining():
+                raise RetriesExhausted(
+                    f"{what}: gave up after {attempt} attempt(s) in {policy.deadline_s - deadline.remaining():.1f}s;"
+                    f" last error: {verdict.reason}"
+                ) from error
+            sleep(pause)
+            if before_retry is not None:
+                before_retry(error)

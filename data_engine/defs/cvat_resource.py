@@ -1,0 +1,87 @@
+"""The annotation-tool resource: CVAT when CVAT_URL is set (always in prod), else a stand-in that
+says how to configure it. cvat-sdk is imported only when a run or a sensor tick opens a backend."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+if TYPE_CHECKING:
+    from data_engine.annotation.backend import AnnotationBackend
+
+NOT_CONFIGURED = (
+    "CVAT is not configured: set CVAT_URL and CVAT_ACCESS_TOKEN (a personal access token; CVAT_ORG for an"
+    " organization) in the environment of the code location, then reload it"
+)
+
+
+class AnnotationResource(dg.ConfigurableResource, ABC):
+    """Where review tasks are made and watched."""
+
+    tasks_per_tick: int = 100  # tasks the review sensor reads per tick (one page)
+
+    @property
+    def configured(self) -> bool:
+        return True
+
+    @abstractmethod
+    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
+        """A backend; `quick` bounds retries tighter (sensor ticks must end far below 60 s)."""
+
+
+class CvatResource(AnnotationResource):
+    """CVAT through cvat-sdk. `url`, `access_token` and `org` come from CVAT_URL, CVAT_ACCESS_TOKEN and
+    CVAT_ORG through dg.EnvVar, so the token is never part of the config Dagster shows or logs."""
+
+    url: str
+    access_token: str
+    org: str | None = None
+    # Local profile: frames are uploaded from these files (demo.frame_path) instead of a cloud storage.
+    objects_root: str | None = None
+    request_timeout_s: float = 60.0
+    poll_period_s: float = 2.0
+    request_deadline_s: float = 900.0
+    retry_attempts: int = 6
+    retry_base_delay_s: float = 0.5
+    retry_deadline_s: float = 180.0
+
+    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
+        from data_engine.annotation.cvat import CvatBackend
+        from data_engine.annotation.retry import RetryPolicy
+
+        if quick:
+            # A sensor tick makes one or two calls; each may take 2 x 8 s + 2 s: far below Dagster's 60 s.
+            retry = RetryPolicy(attempts=2, base_delay_s=self.retry_base_delay_s, max_delay_s=2.0, deadline_s=10.0)
+            timeout = min(self.request_timeout_s, 8.0)
+        else:
+            retry = RetryPolicy(
+                attempts=self.retry_attempts, base_delay_s=self.retry_base_delay_s, deadline_s=self.retry_deadline_s
+            )
+            timeout = self.request_timeout_s
+        return CvatBackend(
+            self.url,
+            self.access_token,
+            org=self.org or None,
+            objects_root=Path(self.objects_root) if self.objects_root else None,
+            request_timeout_s=timeout,
+            poll_period_s=self.poll_period_s,
+            request_deadline_s=self.request_deadline_s,
+            retry=retry,
+            logger=logger,
+            check_version=not quick,  # the sensor's ticks skip GET /api/server/about; runs log the version
+        )
+
+
+class UnconfiguredAnnotationResource(AnnotationResource):
+    """The local profile without CVAT_URL: review assets fail with how to fix it; the sensor skips."""
+
+    @property
+    def configured(self) -> bool:
+        return False
+
+    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
+        raise dg.Failure(NOT_CONFIGURED)

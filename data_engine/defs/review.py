@@ -1,0 +1,253 @@
+"""Stage 3 of the loop: CVAT review tasks for a model-day, and the sensor that notices reviewed ones.
+
+Thin: planning and CVAT calls live in `data_engine.annotation`; this module adds partitions, metadata,
+the job and the sensor. The label-merge stage (issue 4) will consume `reviewed_tasks`.
+"""
+
+
+import datetime as dt
+import io
+import dagster as dg
+
+from data_engine.config import FleetConfig
+from data_engine.defs.cvat_resource import NOT_CONFIGURED, AnnotationResource
+from data_engine.defs.io_manager import output_key
+from data_engine.defs.metadata import markdown_table
+from data_engine.defs.partitions import daily_model_partitions, model_and_day, model_partitions
+from data_engine.defs.resources import ObjectStoreResource
+
+GROUP = "review"
+
+
+class ReviewedTaskConfig(dg.Config):
+    task_id: int
+    name: str
+    updated_date: str  # ISO 8601
+    project_id: int | None = None
+    frame_count: int = 0
+
+
+class ReviewedTasksConfig(dg.Config):
+    """The tasks the review sensor found reviewed and accepted (one model)."""
+
+    tasks: list[ReviewedTaskConfig] = []
+
+
+def _task_frames_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("task_id", pa.int64()),
+            ("task_name", pa.string()),
+            ("frame", pa.int64()),
+            ("frame_name", pa.string()),
+            ("frame_uri", pa.string()),
+        ]
+    )
+
+
+def _reviewed_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("task_id", pa.int64()),
+            ("name", pa.string()),
+            ("updated_date", pa.timestamp("us", tz="UTC")),
+            ("project_id", pa.int64()),
+            ("frame_count", pa.int64()),
+            ("recorded_by_run", pa.string()),
+        ]
+    )
+
+
+def build_review_defs(config: FleetConfig) -> dg.Definitions:
+    fleet = config
+
+    @dg.asset(partitions_def=daily_model_partitions(fleet), group_name=GROUP, kinds={"cvat", "parquet"})
+    def review_tasks(context: dg.AssetExecutionContext, cvat: AnnotationResource, review_candidates) -> dg.Output:
+        """The day's review candidates as pre-annotated CVAT tasks in the model's project, one row per
+        task frame (task id and name, frame index and name, frame URI). Re-running resumes: tasks are
+        found by name, and only missing data, assignees and pre-annotations are added."""
+        import pyarrow as pa
+
+        from data_engine.annotation.tasks import plan_tasks, task_settings
+
+        model, day = model_and_day(context)
+        cvat_config = fleet.models[model].cvat
+        candidates = review_candidates.to_pylist()
+        empty = pa.Table.from_pylist([], schema=_task_frames_schema())
+        if not candidates:
+            return dg.Output(empty, metadata={"tasks": 0, "frames": 0, "note": "no review candidates for this day"})
+        upload = getattr(cvat, "objects_root", None) is not None
+        if not upload and cvat_config.cloud_storage_id is None:
+            raise dg.Failure(
+                f"models.{model}.cvat.cloud_storage_id is not set: frames in S3/GCS are attached through a CVAT cloud"
+                " storage; register the bucket in CVAT (Cloud Storages) and put its id in the fleet config"
+            )
+        plans = plan_tasks(model, day, cvat_config, candidates, upload=upload)
+        settings = task_settings(cvat_config, upload=upload)
+        outcomes = []
+        with cvat.open(logger=context.log) as backend:
+            project = backend.ensure_project(cvat_config.project_name_for(model), list(fleet.models[model].classes))
+            for plan in plans:
+                outcome = backend.ensure_task(project, plan, settings)
+                context.log.info(
+                    f"{plan.name}: task {outcome.task_id}, {outcome.frames} frames, {outcome.shapes_total} auto shapes"
+                    f" ({', '.join(outcome.steps) or 'nothing to do'})"
+                )
+                outcomes.append(outcome)
+        rows = [
+            {"task_id": o.task_id, "task_name": p.name, "frame": i, "frame_name": f.name, "frame_uri": f.uri}
+            for o, p in zip(outcomes, plans, strict=True)
+            for i, f in enumerate(p.frames)
+        ]
+        table_rows = [
+            {
+                "task": f"[{o.name}]({o.url})",
+                "id": o.task_id,
+                "frames": o.frames,
+                "jobs": o.jobs,
+                "shapes": o.shapes_total,
+                "shapes uploaded now": o.shapes_uploaded,
+                "this run": ", ".join(o.steps) or "-",
+            }
+            for o in outcomes
+        ]
+        return dg.Output(
+            pa.Table.from_pylist(rows, schema=_task_frames_schema()),
+            metadata={
+                "tasks": len(outcomes),
+                "task_ids": dg.MetadataValue.json([o.task_id for o in outcomes]),
+                "frames": sum(o.frames for o in outcomes),
+                "shapes": sum(o.shapes_total for o in outcomes),
+                "shapes_uploaded": sum(o.shapes_uploaded for o in outcomes),
+                "tasks_table": markdown_table(table_rows),
+                "project": dg.MetadataValue.url(project.url),
+                "project_labels_added": dg.MetadataValue.json(list(project.labels_added)),
+                "project_labels_not_in_config": dg.MetadataValue.json(list(project.labels_not_in_config)),
+            },
+        )
+
+    @dg.asset(partitions_def=model_partitions(fleet), group_name=GROUP, kinds={"cvat", "parquet"})
+    def reviewed_tasks(
+        context: dg.AssetExecutionContext, config: ReviewedTasksConfig, object_store: ObjectStoreResource
+    ) -> dg.MaterializeResult:
+        """Every CVAT task of the model that was reviewed and accepted, as the review sensor saw it (task id,
+        name, updated_date, project id, frame count), at `assets/reviewed_tasks/<model>.parquet`. Each run
+        keeps what earlier runs recorded and adds or updates the tasks of its run config (a task accepted
+        again keeps its latest updated_date). The file is replaced by a conditional write, re-read and
+        re-merged when another run of the same model wrote first, so concurrent runs lose nothing."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from data_engine.objectstore import PreconditionFailed
+
+        model = context.partition_key
+        key = output_key(context.asset_key, model)
+        store = object_store.open()
+        for _attempt in range(20):
+            try:
+                data, etag = store.get_with_etag(key)
+                previous = pq.read_table(io.BytesIO(data)).to_pylist()
+            except KeyError:
+                previous, etag = [], None
+            merged = {row["task_id"]: row for row in previous}
+            added, updated = [], []
+            for task in config.tasks:
+                when = dt.datetime.fromisoformat(task.updated_date).astimezone(dt.timezone.utc)
+                old = merged.get(task.task_id)
+                if old is not None and old["updated_date"] >= when:
+                    continue
+                (updated if old is not None else added).append(task.task_id)
+                merged[task.task_id] = {
+                    "task_id": task.task_id,
+                    "name": task.name,
+                    "updated_date": when,
+                    "project_id": task.project_id,
+                    "frame_count": task.frame_count,
+                    "recorded_by_run": context.run_id,
+                }
+            rows = sorted(merged.values(), key=lambda row: row["task_id"])
+            buffer = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(rows, schema=_reviewed_schema()), buffer)
+            try:
+                if etag is None:
+                    store.put(key, buffer.getvalue(), if_none_match=True)
+                else:
+                    store.put(key, buffer.getvalue(), if_match=etag)
+                break
+            except PreconditionFailed:
+                context.log.info(f"{store.describe(key)} changed while merging; merging again")
+        else:
+            raise dg.Failure(f"{store.describe(key)} kept changing under 20 merge attempts; re-run the run")
+        changed = set(added) | set(updated)
+        recent = [
+            {"task_id": r["task_id"], "name": r["name"], "updated_date": r["updated_date"].isoformat(), "frames": r["frame_count"]}
+            for r in rows
+            if r["task_id"] in changed
+        ]
+        return dg.MaterializeResult(
+            metadata={
+                "path": store.describe(key),
+                "tasks_total": len(rows),
+                "tasks_added": len(added),
+                "tasks_updated": len(updated),
+                "frames_total": sum(r["frame_count"] for r in rows),
+                "tasks_this_run": markdown_table(recent),
+            },
+        )
+
+    reviewed_tasks_job = dg.define_asset_job(
+        "reviewed_tasks_job",
+        selection=dg.AssetSelection.assets(reviewed_tasks),
+        description="Record tasks reviewed and accepted in CVAT for one model (requested by cvat_review_sensor).",
+    )
+
+    @dg.sensor(
+        name="cvat_review_sensor",
+        job=reviewed_tasks_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+    )
+    def cvat_review_sensor(context: dg.SensorEvaluationContext, cvat: AnnotationResource):
+        """Lists only the CVAT tasks updated since its cursor (one bounded page per tick), maps them to models
+        by task name (sql/cvat_task_models.sql), and requests one `reviewed_tasks_job` run per model whose
+        tasks were all accepted (every job in stage acceptance, state completed)."""
+        from data_engine.annotation.review_scan import ReviewCursor, run_key, scan
+
+        if not cvat.configured:
+            return dg.SkipReason(NOT_CONFIGURED)
+        cursor = ReviewCursor.parse(context.cursor)
+        with cvat.open(quick=True, logger=context.log) as backend:
+            result = scan(backend, fleet, cursor, cvat.tasks_per_tick)
+        for failure in result.failures:
+            context.log.warning(failure)
+        run_requests = [
+            dg.RunRequest(
+                run_key=run_key(model, tasks),
+                partition_key=model,
+                run_config=dg.RunConfig(
+                    ops={"reviewed_tasks": ReviewedTasksConfig(tasks=[ReviewedTaskConfig(**vars(t)) for t in tasks])}
+                ),
+                tags={"data_engine/reviewed_task_count": str(len(tasks))},
+            )
+            for model, tasks in sorted(result.reviewed.items())
+        ]
+        summary = f"{result.listed} task(s) changed, {sum(len(t) for t in result.reviewed.values())} newly reviewed"
+        if result.failures:
+            summary += f"; {len(result.failures)} failed: " + " | ".join(result.failures)
+        if result.more:
+            summary += "; more changes are waiting for the next tick"
+        return dg.SensorResult(
+            run_requests=run_requests,
+            cursor=result.cursor.dumps(),
+            skip_reason=None if run_requests else dg.SkipReason(summary),
+        )
+
+    return dg.Definitions(
+        assets=[review_tasks, reviewed_tasks],
+        jobs=[reviewed_tasks_job],
+        sensors=[cvat_review_sensor],
+    )

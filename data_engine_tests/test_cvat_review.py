@@ -1,0 +1,466 @@
+"""CVAT review tasks and the review sensor, through Dagster's public surfaces, the real cvat-sdk and the
+fake CVAT server (data_engine_tests.cvat_server) on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from data_engine.annotation.backend import TaskPosition
+from data_engine.annotation.review_scan import ReviewCursor
+from data_engine.config import load_fleet_config
+from data_engine.defs.cvat_resource import CvatResource
+from data_engine.defs.profiles import resources_for
+from data_engine.defs.review import build_review_defs
+from data_engine.defs.selection import build_selection_defs
+from data_engine.settings import current_settings
+from data_engine_tests.conftest import TEST_FLEET
+from data_engine_tests.cvat_server import ApiError, FakeCvatState, running_cvat_server
+
+DAY = "2026-11-24"
+PARTITION = dg.MultiPartitionKey({"date": DAY, "model": "municipals"})
+NAMES = [f"data-engine-municipals-{DAY}-00{i}" for i in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def prepared_home(tmp_path_factory) -> Path:
+    """A DATA_ENGINE_HOME where municipals' review_candidates of DAY are materialized (20 frames)."""
+    root = tmp_path_factory.mktemp("review")
+    fleet = root / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(TEST_FLEET, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATA_ENGINE_PROFILE", "local")
+        mp.setenv("DATA_ENGINE_HOME", str(root / "home"))
+        mp.setenv("DATA_ENGINE_CONFIG", str(fleet))
+        mp.delenv("CVAT_URL", raising=False)
+        config = load_fleet_config()
+        selection = build_selection_defs(config)
+        result = dg.materialize(
+            list(selection.assets), partition_key=PARTITION, resources=resources_for(current_settings(), config)
+        )
+        assert result.success
+    return root / "home"
+
+
+@pytest.fixture
+def server():
+    with running_cvat_server() as srv:
+        srv.state.add_user("alice")
+        srv.state.add_user("bob")
+        yield srv
+
+
+@pytest.fixture
+def env(local_env, prepared_home, server, monkeypatch):
+    shutil.copytree(prepared_home, local_env)
+    monkeypatch.setenv("CVAT_URL", server.url)
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", server.token)
+    return local_env
+
+
+def fast_cvat(server, home: Path | None, **overrides) -> CvatResource:
+    """The CVAT resource with short backoff and polling, so fault tests stay fast."""
+    settings = dict(
+        url=server.url,
+        access_token=server.token,
+        objects_root=str(home / "objects") if home else None,
+        retry_base_delay_s=0.01,
+        poll_period_s=0.01,
+    )
+    return CvatResource(**(settings | overrides))
+
+
+def materialize_review_tasks(resources: dict, raise_on_error: bool = True):
+    config = load_fleet_config()
+    assets = list(build_selection_defs(config).assets) + list(build_review_defs(config).assets)
+    return dg.materialize(
+        assets, selection=["review_tasks"], partition_key=PARTITION, resources=resources, raise_on_error=raise_on_error
+    )
+
+
+def candidates(home: Path) -> list[dict]:
+    table = pq.read_table(home / "objects/assets/review_candidates/municipals" / f"{DAY}.parquet")
+    return sorted(table.to_pylist(), key=lambda r: (r["priority"], r["frame_uri"]))
+
+
+def our_tasks(state):
+    return sorted((t for t in state.tasks.values() if t.name.startswith("data-engine-")), key=lambda t: t.name)
+
+
+def assert_complete_and_unique(server, home: Path):
+    """Three tasks, one per name, each with its frames and exactly one auto shape per prediction."""
+    state = server.state
+    rows = candidates(home)
+    tasks = our_tasks(state)
+    assert [t.name for t in tasks] == NAMES
+    assert [t.size for t in tasks] == [8, 8, 4]
+    for task, chunk in zip(tasks, (rows[:8], rows[8:16], rows[16:]), strict=True):
+        expected = sorted(
+            (i, p["class_name"], round(p["score"], 4)) for i, row in enumerate(chunk) for p in row["predictions"]
+        )
+        labels = {lb.id: lb.name for lb in state.labels_of(task_id=task.id)}
+        shapes = sorted(
+            (s["frame"], labels[s["label_id"]], round(s["score"], 4))
+            for s in task.shapes.values()
+            if s["source"] == "auto"
+        )
+        assert shapes == expected, task.name
+
+
+# --- review_tasks ----------------------------------------------------------------------------------
+
+
+def test_review_tasks_creates_pre_annotated_tasks_and_a_rerun_changes_nothing(env, server):
+    config = load_fleet_config()
+    resources = resources_for(current_settings(), config)  # the local profile with CVAT_URL set
+    assert isinstance(resources["cvat"], CvatResource)
+    result = materialize_review_tasks(resources)
+
+    state = server.state
+    assert_complete_and_unique(server, env)
+    project = next(p for p in state.projects.values())
+    assert project.name == "data-engine municipals"
+    assert sorted((lb.name, lb.type) for lb in state.labels_of(project_id=project.id)) == sorted(
+        (c, "rectangle") for c in TEST_FLEET["models"]["municipals"]["classes"]
+    )
+    tasks = our_tasks(state)
+    rows = candidates(env)
+    # frame order = priority; uploaded files keep unique, ordered names
+    assert [f.name.split("_", 1)[0] for f in tasks[0].frames] == [f"{i:06d}" for i in range(8)]
+    assert tasks[0].frames[0].name.endswith(rows[0]["frame_uri"].split("/", 3)[3].replace("/", "__"))
+    assert tasks[0].sorting_method == "predefined"
+    # segment size 3: jobs of 3, 3, 2 frames; assignees round robin across the day's jobs
+    jobs = [j for t in tasks for j in sorted(state.jobs_of(t.id), key=lambda j: j.start_frame)]
+    assert [j.frame_count for j in jobs[:3]] == [3, 3, 2]
+    users = {u.id: u.username for u in state.users.values()}
+    assert [users[j.assignee_id] for j in jobs] == ["alice", "bob"] * 4
+    # shapes went in batches of at most 10 through PATCH ?action=create
+    patches = [e for e in state.http_log if e.method == "PATCH" and e.path.endswith("/annotations")]
+    assert len(patches) > len(tasks) and all(e.query["action"] == ["create"] for e in patches)
+
+    metadata = result.asset_materializations_for_node("review_tasks")[0].metadata
+    assert metadata["task_ids"].value == [t.id for t in tasks]
+    assert metadata["frames"].value == 20 and metadata["tasks"].value == 3
+    assert f"/tasks/{tasks[0].id}" in metadata["tasks_table"].value
+    frames = pq.read_table(env / "objects/assets/review_tasks/municipals" / f"{DAY}.parquet").to_pylist()
+    assert [r["frame_uri"] for r in frames] == [r["frame_uri"] for r in rows]
+
+    state.clear_log()
+    again = materialize_review_tasks(resources)
+    assert again.success
+    assert state.count_requests("POST") == 0 and state.count_requests("PATCH") == 0
+    assert_complete_and_unique(server, env)
+    assert again.asset_materializations_for_node("review_tasks")[0].metadata["shapes_uploaded"].value == 0
+
+
+def test_project_found_by_name_gets_missing_classes_and_reports_extra_labels(env, server):
+    server.state.create_project("data-engine municipals", [{"name": "PET", "type": "rectangle"}, {"name": "Glass bottle"}])
+    result = materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)})
+    assert len(server.state.projects) == 1
+    names = {lb.name for lb in server.state.labels_of(project_id=1)}
+    assert names == set(TEST_FLEET["models"]["municipals"]["classes"]) | {"Glass bottle"}
+    metadata = result.asset_materializations_for_node("review_tasks")[0].metadata
+    assert metadata["project_labels_not_in_config"].value == ["Glass bottle"]
+    assert "PET" not in metadata["project_labels_added"].value and "HDPE" in metadata["project_labels_added"].value
+
+
+def test_transient_429_and_5xx_are_retried(env, server):
+    faults = server.faults
+    faults.fail_next("POST", r"^/api/tasks$", status=503, times=2)
+    faults.fail_next("PATCH", r"/annotations$", status=429, times=2)
+    faults.fail_next("PATCH", r"^/api/jobs/", status=502, times=1)
+    faults.fail_next("GET", r"^/api/requests/", status=500, times=1)
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)})
+    assert_complete_and_unique(server, env)
+
+
+def test_crash_before_task_creation_then_retry(env, server):
+    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)}
+    # the first task is made; creating the second fails until the retries give up
+    original = server.state.create_task
+
+    def create_only_first(name, **kw):
+        if name != NAMES[0]:
+            raise ApiError(500, "database is down")
+        return original(name, **kw)
+
+    server.state.create_task = create_only_first
+    failed = materialize_review_tasks(resources, raise_on_error=False)
+    assert not failed.success
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert NAMES[1] in message and "POST /api/tasks" in message
+    assert [t.name for t in our_tasks(server.state)] == NAMES[:1]
+
+    server.state.create_task = original
+    server.state.clear_log()
+    materialize_review_tasks(resources)
+    assert server.state.count_requests("POST", r"^/api/tasks$") == 2
+    assert_complete_and_unique(server, env)
+
+
+def test_crash_after_creation_before_data_then_retry(env, server):
+    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)}
+    server.faults.fail_requests("create", message="chunk worker died", times=1)  # the first data upload fails
+    failed = materialize_review_tasks(resources, raise_on_error=False)
+    assert not failed.success
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert NAMES[0] in message and "action=create&target=task" in message and "chunk worker died" in message
+    assert [(t.name, t.size) for t in our_tasks(server.state)] == [(NAMES[0], 0)]
+
+    materialize_review_tasks(resources)
+    assert_complete_and_unique(server, env)
+
+
+def test_a_data_request_that_never_finishes_hits_the_deadline(env, server):
+    resources = {
+        **resources_for(current_settings(), load_fleet_config()),
+        "cvat": fast_cvat(server, env, request_deadline_s=0.3),
+    }
+    server.faults.hang_requests("create", times=1)
+    failed = materialize_review_tasks(resources, raise_on_error=False)
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert "still started" in message and NAMES[0] in message and "action=create&target=task" in message
+
+
+class CrashingAnnotations(FakeCvatState):
+    """PATCH /annotations: after `ok` successful calls, fail every call (`lost`: apply it, then fail)."""
+
+    ok = 10**9
+    lost = False
+
+    def change_annotations(self, task_id, action, data):
+        if self.ok <= 0:
+            if self.lost:
+                super().change_annotations(task_id, action, data)
+                self.lost = False
+                self.ok = 10**9
+            raise ApiError(500, "annotation worker crashed")
+        self.ok -= 1
+        return super().change_annotations(task_id, action, data)
+
+
+def test_crash_mid_pre_annotation_upload_then_retry(env):
+    state = CrashingAnnotations()
+    state.ok = 3  # task 1 gets some batches of shapes, then the upload crashes
+    with running_cvat_server(state=state) as server:
+        state.add_user("alice"), state.add_user("bob")
+        resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)}
+        failed = materialize_review_tasks(resources, raise_on_error=False)
+        assert not failed.success
+        message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+        assert NAMES[0] in message and "shapes batch" in message and "annotations?action=create" in message
+        first = our_tasks(state)[0]
+        assert 0 < len(first.shapes) < sum(len(r["predictions"]) for r in candidates(env)[:8])
+
+        state.ok = 10**9
+        materialize_review_tasks(resources)
+        assert_complete_and_unique(server, env)
+
+
+def test_a_patch_applied_whose_answer_was_lost_is_not_sent_twice(env):
+    state = CrashingAnnotations()
+    state.ok, state.lost = 2, True
+    with running_cvat_server(state=state) as server:
+        state.add_user("alice"), state.add_user("bob")
+        materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)})
+        assert_complete_and_unique(server, env)
+
+
+def test_frames_in_a_bucket_are_attached_through_the_cloud_storage(env, server):
+    server.state.add_cloud_storage("demo-frames", id=7, default_size=(320, 240))
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, None)})
+    tasks = our_tasks(server.state)
+    rows = candidates(env)
+    assert [f.name for f in tasks[0].frames] == [r["frame_uri"].split("/", 3)[3] for r in rows[:8]]
+    assert tasks[0].cloud_storage_id == 7 and tasks[0].use_cache and tasks[0].sorting_method == "predefined"
+    assert_complete_and_unique(server, env)
+
+
+def test_a_cloud_storage_of_another_bucket_is_refused(env, server):
+    server.state.add_cloud_storage("other-bucket", id=7)
+    failed = materialize_review_tasks(
+        {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, None)}, raise_on_error=False
+    )
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert "demo-frames" in message and "other-bucket" in message and "cloud_storage_id" in message
+
+
+def test_without_cvat_url_review_tasks_says_how_to_configure(local_env, prepared_home, monkeypatch):
+    shutil.copytree(prepared_home, local_env)
+    monkeypatch.delenv("CVAT_URL", raising=False)
+    failed = materialize_review_tasks(resources_for(current_settings(), load_fleet_config()), raise_on_error=False)
+    assert "CVAT_URL" in str(failed.get_step_failure_events()[0].event_specific_data.error)
+
+
+def test_importing_the_code_location_does_not_import_cvat_sdk():
+    code = "import sys, data_engine.definitions; assert 'cvat_sdk' not in sys.modules, 'cvat_sdk imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the review sensor and the reviewed_tasks job ------------------------------------------------------
+
+
+def sensor_env(server, fleet: dict | None = None, **cvat_overrides):
+    config = load_fleet_config()
+    if fleet is not None:
+        from data_engine.config.models import FleetConfig
+
+        config = FleetConfig.model_validate(fleet)
+    resources = {**resources_for(current_settings(), config), "cvat": fast_cvat(server, None, **cvat_overrides)}
+    defs = dg.Definitions.merge(build_selection_defs(config), build_review_defs(config), dg.Definitions(resources=resources))
+    return defs, resources
+
+
+def tick(defs, resources, instance, cursor):
+    sensor = defs.resolve_sensor_def("cvat_review_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs) as context:
+        return sensor.evaluate_tick(context)
+
+
+def make_tasks(state, names, frames=4, segment_size=2):
+    project = state.create_project("p")
+    return [state.create_task(n, project_id=project.id, frames=[f"f{i}.jpg" for i in range(frames)], segment_size=segment_size) for n in names]
+
+
+def test_sensor_requests_one_run_per_model_and_the_job_records_tasks(local_env, server):
+    defs, resources = sensor_env(server)
+    state = server.state
+    m1, m2, e1, other = make_tasks(
+        state, [NAMES[0], NAMES[1], f"ens-review-ENS-{DAY}-001", "someone-else-2026-11-24"]
+    )
+    with dg.instance_for_test() as instance:
+        first = tick(defs, resources, instance, None)
+        assert first.run_requests == [] and "4 task(s) changed, 0 newly reviewed" in first.skip_message
+        for task in (m1, m2, e1, other):
+            state.complete_task(task.id)
+        # a job accepted and one rejected in validation: not reviewed, not merged
+        m2_jobs = state.jobs_of(m2.id)
+        state.update_job(m2_jobs[0].id, stage="acceptance", state="rejected")
+        state.clear_log()
+        second = tick(defs, resources, instance, first.cursor)
+        requests = {r.partition_key: r for r in second.run_requests}
+        assert set(requests) == {"municipals", "ENS"}
+        assert [t["task_id"] for t in requests["municipals"].run_config["ops"]["reviewed_tasks"]["config"]["tasks"]] == [m1.id]
+        assert state.count_requests() == 1  # one page of tasks
+
+        idle = tick(defs, resources, instance, second.cursor)
+        assert idle.run_requests == []
+
+        job = defs.resolve_job_def("reviewed_tasks_job")
+        for request in second.run_requests:
+            assert job.execute_in_process(run_config=request.run_config, partition_key=request.partition_key, instance=instance).success
+
+        # reopened, then accepted again: a new run key; m2's rejected job accepted: m2 joins
+        state.update_job(state.jobs_of(m1.id)[0].id, stage="annotation")
+        reopened = tick(defs, resources, instance, idle.cursor)
+        assert reopened.run_requests == []
+        state.complete_task(m1.id)
+        state.complete_task(m2.id)
+        third = tick(defs, resources, instance, reopened.cursor)
+        (again,) = third.run_requests
+        assert again.run_key != requests["municipals"].run_key
+        assert job.execute_in_process(run_config=again.run_config, partition_key="municipals", instance=instance).success
+
+        recorded = pq.read_table(local_env / "objects/assets/reviewed_tasks/municipals.parquet").to_pylist()
+        assert [(r["task_id"], r["name"], r["frame_count"]) for r in recorded] == [(m1.id, NAMES[0], 4), (m2.id, NAMES[1], 4)]
+        assert recorded[0]["updated_date"] == state.tasks[m1.id].updated_date
+        ens = pq.read_table(local_env / "objects/assets/reviewed_tasks/ENS.parquet").to_pylist()
+        assert [r["task_id"] for r in ens] == [e1.id]
+
+        # a downstream asset (the label merge of issue 4) loads it through the IO manager
+        config = load_fleet_config()
+        seen = {}
+
+        @dg.asset(partitions_def=dg.StaticPartitionsDefinition(list(config.models)))
+        def label_merge_stand_in(reviewed_tasks) -> dg.MaterializeResult:
+            seen["ids"] = reviewed_tasks["task_id"].to_pylist()
+            return dg.MaterializeResult()
+
+        dg.materialize(
+            [*build_review_defs(config).assets, *build_selection_defs(config).assets, label_merge_stand_in],
+            selection=["label_merge_stand_in"], partition_key="municipals", resources=resources,
+        )
+        assert seen["ids"] == [m1.id, m2.id]
+        # the token never reaches the event log (logs, metadata, run config)
+        records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION))
+        assert records and all(server.token not in str(r.event_log_entry) for r in records)
+        for run in instance.get_runs():
+            assert server.token not in str(run.run_config)
+
+
+def test_sensor_is_bounded_per_tick_and_handles_ties_in_updated_date(local_env, server):
+    defs, resources = sensor_env(server, tasks_per_tick=2)
+    state = server.state
+    tasks = make_tasks(state, [f"data-engine-municipals-{DAY}-{i:03d}" for i in range(1, 6)])
+    for task in tasks:
+        state.complete_task(task.id)
+    with state.lock:  # three tasks updated in the same microsecond
+        for task in tasks[1:4]:
+            task.updated_date = tasks[1].updated_date
+    seen: list[int] = []
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for _ in range(4):
+            result = tick(defs, resources, instance, cursor)
+            cursor = result.cursor
+            batch = [t["task_id"] for r in result.run_requests for t in r.run_config["ops"]["reviewed_tasks"]["config"]["tasks"]]
+            assert len(batch) <= 2
+            seen.extend(batch)
+    assert sorted(seen) == [t.id for t in tasks] and len(seen) == len(set(seen))
+
+
+def test_a_failing_task_is_reported_and_the_others_go_on(local_env, server):
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    fleet["models"]["municipals"]["cvat"]["task_name_pattern"] = "^(data-engine-municipals-|hand-made-)"
+    fleet["models"]["ENS"]["cvat"]["task_name_pattern"] = "^(ens-review-ENS-|hand-made-)"
+    defs, resources = sensor_env(server, fleet)
+    state = server.state
+    good, bad = make_tasks(state, [NAMES[0], "hand-made-1"])
+    state.complete_task(bad.id)
+    state.complete_task(good.id)
+    with dg.instance_for_test() as instance:
+        result = tick(defs, resources, instance, None)
+        assert [r.partition_key for r in result.run_requests] == ["municipals"]
+        cursor = ReviewCursor.parse(result.cursor)
+        assert cursor.position.task_id == good.id and cursor.retry == {bad.id: 1}
+        for _ in range(2, 6):
+            result = tick(defs, resources, instance, result.cursor)
+            assert result.run_requests == []
+        assert ReviewCursor.parse(result.cursor).retry == {}  # given up after 5 attempts, reported each time
+
+
+def test_idle_tick_over_10000_tasks_makes_at_most_3_requests(local_env, server):
+    defs, resources = sensor_env(server)
+    state = server.state
+    project = state.create_project("p")
+    state.bulk_create_tasks(10_000, name="data-engine-municipals-2026-11-24-{i:05d}", project_id=project.id)
+    last = max(state.tasks.values(), key=lambda t: (t.updated_date, t.id))
+    cursor = ReviewCursor(TaskPosition(last.updated_date, last.id)).dumps()
+    with dg.instance_for_test() as instance:
+        state.clear_log()
+        idle = tick(defs, resources, instance, cursor)
+        assert idle.run_requests == [] and state.count_requests() <= 3
+        for task_id in range(1, 51):
+            state.complete_task(task_id)
+        state.clear_log()
+        busy = tick(defs, resources, instance, idle.cursor)
+        (request,) = busy.run_requests
+        assert len(request.run_config["ops"]["reviewed_tasks"]["config"]["tasks"]) == 50
+        assert state.count_requests() <= 3
+
+
+def test_sensor_skips_without_cvat(local_env, monkeypatch):
+    monkeypatch.delenv("CVAT_URL", raising=False)
+    config = load_fleet_config()
+    resources = resources_for(current_settings(), config)
+    defs = dg.Definitions.merge(build_selection_defs(config), build_review_defs(config), dg.Definitions(resources=resources))
+    with dg.instance_for_test() as instance:
+        result = tick(defs, resources, instance, None)
+    assert result.run_requests == [] and "CVAT_URL" in result.skip_message
