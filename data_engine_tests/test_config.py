@@ -76,6 +76,10 @@ BAD_CONFIGS = {
         lambda f: f["models"]["ENS"]["selection"].update(max_frame_per_day=3),
         ["models.ENS.selection.max_frame_per_day", "unknown key"],
     ),
+    "class name with the pair separator": (
+        lambda f: f["models"]["ENS"]["classes"].append("Glass|Jar"),
+        ["models.ENS", "class 'Glass|Jar' contains '|'"],
+    ),
     "two filters with one name": (
         lambda f: _filters(f).append({"kind": "confidence_band", "min_score": 0.1, "max_score": 0.2}),
         ["duplicate filter name", "confidence_band"],

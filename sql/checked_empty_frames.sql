@@ -16,14 +16,16 @@ SELECT
     ELSE NULL
   END AS drop_reason
 FROM frames AS f
+LEFT JOIN (
+  -- Each frame with at least one detection, once: the anti-join then builds on 1 row per frame.
+  SELECT DISTINCT frame_uri
+  FROM predictions
+  WHERE model = @model
+    AND captured_at >= @day_start
+    AND captured_at < @day_end
+) AS detected
+  ON detected.frame_uri = f.frame_uri
 WHERE f.model = @model
   AND f.captured_at >= @day_start
   AND f.captured_at < @day_end
-  AND NOT EXISTS (
-    SELECT 1
-    FROM predictions AS p
-    WHERE p.frame_uri = f.frame_uri
-      AND p.model = @model
-      AND p.captured_at >= @day_start
-      AND p.captured_at < @day_end
-  )
+  AND detected.frame_uri IS NULL

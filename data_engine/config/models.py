@@ -246,6 +246,9 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
         _no_duplicates(self.classes, "class")
+        for class_name in self.classes:
+            if "|" in class_name:  # class pairs travel to the warehouse as "first|second"
+                raise ValueError(f"class {class_name!r} contains '|', which class names cannot contain")
         owner: dict[str, str] = {}
         for client_name, client in self.clients.items():
             for camera in client.cameras:

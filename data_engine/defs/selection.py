@@ -44,47 +44,51 @@ def _cost_metadata(result: "QueryResult") -> dict[str, object]:
 def build_selection_defs(config: FleetConfig) -> dg.Definitions:
     partitions = daily_model_partitions(config)
 
+    def pull_checked(context: dg.AssetExecutionContext, warehouse: WarehouseResource, build_query):
+        """Run a `checked_*` query for the partition: its valid rows, and metadata on the dropped ones."""
+        from data_engine.selection.candidates import split_checked
+
+        model, day = model_and_day(context)
+        result = warehouse.open().run(build_query(model, config.models[model], day), _labels(context, model))
+        valid, dropped = split_checked(result.table)
+        metadata = {
+            "rows_dropped": sum(dropped.values()),
+            "rows_dropped_by_reason": counts_table(dropped, "reason", "rows"),
+            **_cost_metadata(result),
+        }
+        return valid, metadata
+
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"sql", "parquet"})
     def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
         """The model's production detections of the day. Malformed rows (NULL or NaN fields, inverted or
         out-of-image boxes, scores outside [0, 1], classes or cameras unknown to the model) are dropped and
         counted, never crashed on."""
-        from data_engine.selection.candidates import split_checked
         from data_engine.selection.queries import checked_predictions_query
 
-        model, day = model_and_day(context)
-        result = warehouse.open().run(checked_predictions_query(model, config.models[model], day), _labels(context, model))
-        valid, dropped = split_checked(result.table)
+        valid, metadata = pull_checked(context, warehouse, checked_predictions_query)
         return dg.Output(
             valid,
             metadata={
                 "detections": valid.num_rows,
                 "frames": len(set(valid["frame_uri"].to_pylist())),
-                "rows_dropped": sum(dropped.values()),
-                "rows_dropped_by_reason": counts_table(dropped, "reason", "rows"),
                 "detections_per_class": counts_table(_count(valid, "class_name"), "class", "detections"),
                 "detections_per_camera": counts_table(_count(valid, "camera_id"), "camera", "detections"),
-                **_cost_metadata(result),
+                **metadata,
             },
         )
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"sql", "parquet"})
     def empty_frames(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
         """Frames of the day on which the model detected nothing at all; missed objects hide there."""
-        from data_engine.selection.candidates import split_checked
         from data_engine.selection.queries import checked_empty_frames_query
 
-        model, day = model_and_day(context)
-        result = warehouse.open().run(checked_empty_frames_query(model, config.models[model], day), _labels(context, model))
-        valid, dropped = split_checked(result.table)
+        valid, metadata = pull_checked(context, warehouse, checked_empty_frames_query)
         return dg.Output(
             valid,
             metadata={
                 "frames": valid.num_rows,
-                "rows_dropped": sum(dropped.values()),
-                "rows_dropped_by_reason": counts_table(dropped, "reason", "rows"),
                 "frames_per_camera": counts_table(_count(valid, "camera_id"), "camera", "frames"),
-                **_cost_metadata(result),
+                **metadata,
             },
         )
 

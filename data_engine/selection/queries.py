@@ -9,6 +9,7 @@ parameters get a per-filter prefix; the fragments are unioned into the `flagged`
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import sqlglot
 from sqlglot import exp
@@ -101,15 +102,8 @@ def _filter_params(selection_filter: SelectionFilter, model: ModelConfig) -> dic
             "max_area_fraction": selection_filter.max_area_fraction,
         }
     if isinstance(selection_filter, ClassOverlapFilter):
-        pairs = ["|".join(sorted(pair)) for pair in selection_filter.class_pairs or []]
-        pair_classes = sorted({c for pair in selection_filter.class_pairs or [] for c in pair}) or list(model.classes)
-        # BigQuery cannot type an empty array parameter from its values; "any pair" is a flag instead.
-        return {
-            "min_iou": selection_filter.min_iou,
-            "any_pair": not pairs,
-            "class_pairs": pairs or ["-"],
-            "pair_classes": pair_classes,
-        }
+        named = selection_filter.class_pairs or itertools.combinations(model.classes, 2)
+        return {"min_iou": selection_filter.min_iou, "class_pairs": ["|".join(sorted(pair)) for pair in named]}
     if isinstance(selection_filter, ConfidenceBandFilter):
         return {
             "classes": list(selection_filter.classes or model.classes),
