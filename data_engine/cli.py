@@ -1,4 +1,5 @@
-"""`data-engine`: commands that are not Dagster runs (demo data for the local profile)."""
+"""`data-engine`: commands that are not Dagster runs: demo data for the local profile, and the
+training-label versions of a model (list them, roll the `latest` pointer back to one)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--end-date", type=dt.date.fromisoformat, help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
     demo.add_argument("--days", type=int, default=7, help="number of days (default: 7)")
     demo.add_argument("--frames-per-camera", type=int, default=24, help="frames per camera per day (default: 24)")
+    labels = commands.add_parser("labels", help="training-label versions of a model (the profile's label store)")
+    label_commands = labels.add_subparsers(dest="labels_command", required=True)
+    versions = label_commands.add_parser("versions", help="list a model's label versions, oldest first; * marks latest")
+    versions.add_argument("--model", required=True)
+    rollback = label_commands.add_parser("rollback", help="point a model's latest label version at an earlier version")
+    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--version", required=True, help="a version id, as `labels versions` lists them")
+    rollback.add_argument("--reason", default="", help="why (recorded in latest.json)")
     args = parser.parse_args(argv)
 
     try:
@@ -41,6 +50,43 @@ def main(argv: list[str] | None = None) -> int:
             frames_per_camera_per_day=args.frames_per_camera,
         )
         print(f"wrote {counts['frames']} frames and {counts['predictions']} prediction rows to {home / 'warehouse.duckdb'}")
+    if args.command == "labels":
+        return _labels(args, config)
+    return 0
+
+
+def _labels(args: argparse.Namespace, config) -> int:
+    import getpass
+
+    from data_engine.labels import LabelStore, LabelStoreError, PointerMoved, label_store_uri, rollback_labels
+
+    try:
+        store = LabelStore.from_uri(label_store_uri(current_settings(), config, args.model))
+        if args.labels_command == "versions":
+            head = store.latest(args.model)
+            versions = store.versions(args.model)
+            if not versions:
+                print(f"no label versions of {args.model!r} at {store.describe(args.model)}")
+            for version in versions:
+                manifest = store.manifest(args.model, version)
+                counts = manifest.get("counts", {})
+                print(
+                    f"{'*' if head and head.version == version else ' '} {version}  {manifest.get('source', '?'):6}"
+                    f"  images={counts.get('images', '?')} annotations={counts.get('annotations', '?')}"
+                    f"  tasks={len(manifest.get('merged_tasks', []))} parent={manifest.get('parent') or '-'}"
+                )
+            return 0
+        previous = store.latest(args.model)
+        pointer = rollback_labels(
+            store, args.model, args.version, rolled_back_by=f"{getpass.getuser()} (data-engine labels rollback)", reason=args.reason
+        )
+    except (LabelStoreError, PointerMoved) as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(
+        f"{args.model}: latest label version is now {pointer.version} (was {previous.version if previous else '-'})"
+        f" at {store.describe(args.model)}"
+    )
     return 0
 
 

@@ -77,7 +77,7 @@ def test_definitions_validate_and_import_no_heavy_client(cli_env):
     run(["dagster", "definitions", "validate", "-m", "data_engine.definitions"], cli_env)
     probe = (
         "import sys, data_engine.definitions\n"
-        "heavy = [m for m in ('google.cloud.bigquery', 'boto3', 'cvat_sdk', 'duckdb', 'pandas', 'pyarrow', 'sqlglot')"
+        "heavy = [m for m in ('google.cloud.bigquery', 'boto3', 'cvat_sdk', 'duckdb', 'pandas', 'pyarrow', 'sqlglot', 'pyodi')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

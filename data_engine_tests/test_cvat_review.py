@@ -17,6 +17,7 @@ from data_engine.annotation.backend import TaskPosition
 from data_engine.annotation.review_scan import ReviewCursor
 from data_engine.config import load_fleet_config
 from data_engine.defs.cvat_resource import CvatResource
+from data_engine.defs.labels import build_label_defs
 from data_engine.defs.profiles import resources_for
 from data_engine.defs.review import build_review_defs
 from data_engine.defs.selection import build_selection_defs
@@ -304,7 +305,7 @@ def test_importing_the_code_location_does_not_import_cvat_sdk():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# --- the review sensor and the reviewed_tasks job ------------------------------------------------------
+# --- the review sensor and the reviewed_tasks record of its label_merge_job ------------------------------------------------------
 
 
 def sensor_env(server, fleet: dict | None = None, **cvat_overrides):
@@ -314,7 +315,9 @@ def sensor_env(server, fleet: dict | None = None, **cvat_overrides):
 
         config = FleetConfig.model_validate(fleet)
     resources = {**resources_for(current_settings(), config), "cvat": fast_cvat(server, None, **cvat_overrides)}
-    defs = dg.Definitions.merge(build_selection_defs(config), build_review_defs(config), dg.Definitions(resources=resources))
+    defs = dg.Definitions.merge(
+        build_selection_defs(config), build_review_defs(config), build_label_defs(config), dg.Definitions(resources=resources)
+    )
     return defs, resources
 
 
@@ -353,9 +356,14 @@ def test_sensor_requests_one_run_per_model_and_the_job_records_tasks(local_env, 
         idle = tick(defs, resources, instance, second.cursor)
         assert idle.run_requests == []
 
-        job = defs.resolve_job_def("reviewed_tasks_job")
+        # the sensor's job records the tasks, then merges them (test_training_labels.py); here only the record
+        job = defs.resolve_job_def("label_merge_job")
+        record = [dg.AssetKey("reviewed_tasks")]
         for request in second.run_requests:
-            assert job.execute_in_process(run_config=request.run_config, partition_key=request.partition_key, instance=instance).success
+            assert request.tags["data_engine/label_merge"] == request.partition_key
+            assert job.execute_in_process(
+                run_config=request.run_config, partition_key=request.partition_key, instance=instance, asset_selection=record
+            ).success
 
         # reopened, then accepted again: a new run key; m2's rejected job accepted: m2 joins
         state.update_job(state.jobs_of(m1.id)[0].id, stage="annotation")
@@ -366,7 +374,9 @@ def test_sensor_requests_one_run_per_model_and_the_job_records_tasks(local_env, 
         third = tick(defs, resources, instance, reopened.cursor)
         (again,) = third.run_requests
         assert again.run_key != requests["municipals"].run_key
-        assert job.execute_in_process(run_config=again.run_config, partition_key="municipals", instance=instance).success
+        assert job.execute_in_process(
+            run_config=again.run_config, partition_key="municipals", instance=instance, asset_selection=record
+        ).success
 
         recorded = pq.read_table(local_env / "objects/assets/reviewed_tasks/municipals.parquet").to_pylist()
         assert [(r["task_id"], r["name"], r["frame_count"]) for r in recorded] == [(m1.id, NAMES[0], 4), (m2.id, NAMES[1], 4)]
@@ -460,7 +470,9 @@ def test_sensor_skips_without_cvat(local_env, monkeypatch):
     monkeypatch.delenv("CVAT_URL", raising=False)
     config = load_fleet_config()
     resources = resources_for(current_settings(), config)
-    defs = dg.Definitions.merge(build_selection_defs(config), build_review_defs(config), dg.Definitions(resources=resources))
+    defs = dg.Definitions.merge(
+        build_selection_defs(config), build_review_defs(config), build_label_defs(config), dg.Definitions(resources=resources)
+    )
     with dg.instance_for_test() as instance:
         result = tick(defs, resources, instance, None)
     assert result.run_requests == [] and "CVAT_URL" in result.skip_message

@@ -89,6 +89,11 @@ class TaskSnapshot:
     jobs_count: int
     jobs_completed: int
 
+    @property
+    def accepted(self) -> bool:
+        """Every job reviewed and accepted (stage acceptance, state completed), as sql/cvat_task_models.sql says."""
+        return self.jobs_count > 0 and self.jobs_completed == self.jobs_count
+
 
 @dataclass(frozen=True)
 class TaskPosition:
@@ -127,6 +132,12 @@ class AnnotationBackend(ABC):
     @abstractmethod
     def tasks_by_id(self, task_ids: list[int]) -> list[TaskSnapshot]:
         """The current state of some tasks (deleted ones are left out)."""
+
+    @abstractmethod
+    def export_task_coco(self, task_id: int) -> bytes:
+        """The task's annotations as a COCO 1.0 export zip, without images (the tool's frame names as
+        file_name). Waits for the export with an outer deadline (RequestTimeout); a failed export
+        raises AnnotationError naming the task and the tool's request."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass

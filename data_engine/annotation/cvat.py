@@ -27,6 +27,7 @@ import urllib3
 from cvat_sdk import Client, Config, models
 from cvat_sdk.api_client.exceptions import ApiException
 from cvat_sdk.core.client import AccessTokenCredentials
+from cvat_sdk.core.helpers import make_request_headers
 from cvat_sdk.core.uploading import DataUploader
 
 from data_engine.annotation.backend import (
@@ -48,6 +49,7 @@ T = TypeVar("T")
 SUPPORTED_SERVER_MINORS = ("2.80", "2.81")
 PAGE_SIZE = 500
 MAX_PAGES = 200
+EXPORT_FORMAT = "COCO 1.0"
 
 
 def classify(error: BaseException) -> Transient | None:
@@ -418,6 +420,39 @@ class CvatBackend(AnnotationBackend):
             return len(batch["shapes"])
 
         return self._call(f"{what}: PATCH /api/tasks/{task_id}/annotations?action=create", send, before_retry=recheck)
+
+    # --- export ---------------------------------------------------------------------------------
+
+    def export_task_coco(self, task_id: int) -> bytes:
+        """POST /api/tasks/{id}/dataset/export (COCO 1.0, save_images=false), poll the request with the
+        outer deadline, then download its result_url through the SDK's REST client (auth headers, retries).
+
+        CVAT reuses an identical export still running, so a retried POST does not queue a second one.
+        """
+        where = f"task {task_id}"
+        started = self._call(
+            f"{where}: POST /api/tasks/{task_id}/dataset/export (COCO 1.0, without images)",
+            self.api.tasks_api.create_dataset_export,
+            format=EXPORT_FORMAT,
+            id=task_id,
+            save_images=False,
+        )
+        rq_id = started.rq_id
+        request = self.wait_for_request(rq_id, f"{where}: export")
+        url = getattr(request, "result_url", None)
+        if not url:
+            raise AnnotationError(
+                f"{where}: CVAT request {rq_id!r} finished without a result_url (was the export sent to a cloud"
+                " storage? this pipeline exports to location=local)"
+            )
+
+        def download(**kw) -> bytes:
+            response = self.api.rest_client.GET(url, headers=make_request_headers(self.api), _parse_response=True, **kw)
+            return response.data
+
+        data = self._call(f"{where}: download of the export of CVAT request {rq_id!r}", download)
+        self.log.info(f"{where}: exported {len(data)} bytes ({EXPORT_FORMAT}, request {rq_id!r})")
+        return data
 
     # --- listing for the review sensor ----------------------------------------------------------
 

@@ -12,11 +12,13 @@ from data_engine.defs.io_manager import ArrowParquetIOManager
 from data_engine.defs.resources import (
     BigQueryWarehouseResource,
     DuckDBWarehouseResource,
+    LabelStoreResource,
     LocalObjectStoreResource,
     ObjectStoreResource,
     S3ObjectStoreResource,
     WarehouseResource,
 )
+from data_engine.labels.store import label_store_uri
 from data_engine.settings import Settings
 
 
@@ -42,7 +44,13 @@ def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
         "object_store": store,
         "io_manager": ArrowParquetIOManager(store=store),
         "cvat": annotation_resource(settings),
+        "label_stores": label_stores(settings, config),
     }
+
+
+def label_stores(settings: Settings, config: FleetConfig) -> LabelStoreResource:
+    """`$DATA_ENGINE_HOME/labels` locally; each model's `labels:` bucket and prefix in prod."""
+    return LabelStoreResource(locations={model: label_store_uri(settings, config, model) for model in config.models})
 
 
 def annotation_resource(settings: Settings) -> AnnotationResource:

@@ -18,6 +18,7 @@ from data_engine.config import load_fleet_config
 from data_engine.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 
 if TYPE_CHECKING:
+    from data_engine.labels import LabelStore
     from data_engine.warehouse import Warehouse
 
 
@@ -90,3 +91,18 @@ class S3ObjectStoreResource(ObjectStoreResource):
 
     def open(self) -> ObjectStore:
         return S3ObjectStore(self.bucket, self.prefix)
+
+
+class LabelStoreResource(dg.ConfigurableResource):
+    """The versioned training-label stores, one location per model: a folder (local profile) or
+    `s3://bucket/prefix` (prod), as `data_engine.labels.label_store_uri` derives them from the config.
+    S3 credentials and AWS_ENDPOINT_URL come from boto3's standard chain, never from this config."""
+
+    locations: dict[str, str]
+
+    def open(self, model: str) -> LabelStore:
+        from data_engine.labels import LabelStore
+
+        if model not in self.locations:
+            raise dg.Failure(f"no label store is configured for model {model!r} (known: {', '.join(sorted(self.locations))})")
+        return LabelStore.from_uri(self.locations[model])

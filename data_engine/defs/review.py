@@ -1,7 +1,7 @@
 """Stage 3 of the loop: CVAT review tasks for a model-day, and the sensor that notices reviewed ones.
 
 Thin: planning and CVAT calls live in `data_engine.annotation`; this module adds partitions, metadata,
-the job and the sensor. The label-merge stage (issue 4) will consume `reviewed_tasks`.
+and the sensor, whose runs (`label_merge_job`, data_engine.defs.labels) record reviewed tasks and merge them.
 """
 
 
@@ -12,6 +12,7 @@ import dagster as dg
 from data_engine.config import FleetConfig
 from data_engine.defs.cvat_resource import NOT_CONFIGURED, AnnotationResource
 from data_engine.defs.io_manager import output_key
+from data_engine.defs.labels import LABEL_MERGE_JOB, merge_tags
 from data_engine.defs.metadata import markdown_table
 from data_engine.defs.partitions import daily_model_partitions, model_and_day, model_partitions
 from data_engine.defs.resources import ObjectStoreResource
@@ -167,7 +168,7 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
                     "updated_date": when,
                     "project_id": task.project_id,
                     "frame_count": task.frame_count,
-                    "recorded_by_run": context.run_id,
+                    "recorded_by_run": context.run.run_id,
                 }
             rows = sorted(merged.values(), key=lambda row: row["task_id"])
             buffer = io.BytesIO()
@@ -199,22 +200,17 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
             },
         )
 
-    reviewed_tasks_job = dg.define_asset_job(
-        "reviewed_tasks_job",
-        selection=dg.AssetSelection.assets(reviewed_tasks),
-        description="Record tasks reviewed and accepted in CVAT for one model (requested by cvat_review_sensor).",
-    )
-
     @dg.sensor(
         name="cvat_review_sensor",
-        job=reviewed_tasks_job,
+        job_name=LABEL_MERGE_JOB,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
     )
     def cvat_review_sensor(context: dg.SensorEvaluationContext, cvat: AnnotationResource):
         """Lists only the CVAT tasks updated since its cursor (one bounded page per tick), maps them to models
-        by task name (sql/cvat_task_models.sql), and requests one `reviewed_tasks_job` run per model whose
-        tasks were all accepted (every job in stage acceptance, state completed)."""
+        by task name (sql/cvat_task_models.sql), and requests one `label_merge_job` run per model whose
+        tasks were all accepted (every job in stage acceptance, state completed): the run records them in
+        `reviewed_tasks`, merges them into `training_labels` and exports `yolo_dataset`."""
         from data_engine.annotation.review_scan import ReviewCursor, run_key, scan
 
         if not cvat.configured:
@@ -231,7 +227,7 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
                 run_config=dg.RunConfig(
                     ops={"reviewed_tasks": ReviewedTasksConfig(tasks=[ReviewedTaskConfig(**vars(t)) for t in tasks])}
                 ),
-                tags={"data_engine/reviewed_task_count": str(len(tasks))},
+                tags={"data_engine/reviewed_task_count": str(len(tasks)), **merge_tags(model)},
             )
             for model, tasks in sorted(result.reviewed.items())
         ]
@@ -248,6 +244,5 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
 
     return dg.Definitions(
         assets=[review_tasks, reviewed_tasks],
-        jobs=[reviewed_tasks_job],
         sensors=[cvat_review_sensor],
     )

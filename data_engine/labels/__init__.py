@@ -7,8 +7,8 @@ The Dagster asset `training_labels` stays thin: it exports reviewed tasks (`load
 
 from data_engine.labels.coco import ExportError, TaskExport, empty_label_set, load_task_export, read_cvat_export
 from data_engine.labels.merge import LabelPolicy, MergeCounts, MergeResult, merge_label_sets
-from data_engine.labels.splits import SplitSettings, assign_splits, group_key
-from data_engine.labels.store import LabelStore, LabelStoreError, Pointer, PointerMoved
+from data_engine.labels.splits import SplitSettings, assign_splits, group_key, split_summary
+from data_engine.labels.store import LabelStore, LabelStoreError, Pointer, PointerMoved, label_store_uri
 from data_engine.labels.validation import change_problems, validate_label_set
 from data_engine.labels.versioning import (
     ConcurrentMergeError,
@@ -17,7 +17,7 @@ from data_engine.labels.versioning import (
     merge_reviewed_tasks,
     rollback_labels,
 )
-from data_engine.labels.yolo import export_yolo, write_yolo_dataset
+from data_engine.labels.yolo import export_yolo, write_yolo_dataset, yolo_zip
 
 __all__ = [
     "ConcurrentMergeError",
@@ -38,11 +38,14 @@ __all__ = [
     "export_yolo",
     "group_key",
     "import_label_set",
+    "label_store_uri",
     "load_task_export",
     "merge_label_sets",
     "merge_reviewed_tasks",
     "read_cvat_export",
     "rollback_labels",
+    "split_summary",
     "validate_label_set",
     "write_yolo_dataset",
+    "yolo_zip",
 ]

@@ -85,6 +85,25 @@ def assign_splits(images: Iterable[Mapping[str, Any]], settings: SplitSettings =
     return result
 
 
+def split_summary(coco: Mapping[str, Any], settings: SplitSettings = SplitSettings()) -> dict[str, dict[str, int]]:
+    """Per split: images, annotations and groups (camera x time window), for metadata and reports."""
+    summary = {split: {"images": 0, "annotations": 0, "groups": 0} for split in SPLITS}
+    groups: dict[str, str] = {}
+    split_of_image: dict[int, str] = {}
+    for image in coco["images"]:
+        key = group_key(image, settings.window)
+        if key not in groups:
+            groups[key] = split_of(key, settings)
+            summary[groups[key]]["groups"] += 1
+        split_of_image[image["id"]] = groups[key]
+        summary[groups[key]]["images"] += 1
+    for annotation in coco["annotations"]:
+        split = split_of_image.get(annotation["image_id"])
+        if split is not None:
+            summary[split]["annotations"] += 1
+    return summary
+
+
 def _parse_time(value: Any) -> dt.datetime | None:
     if isinstance(value, (int, float)):
         return dt.datetime.fromtimestamp(value, dt.timezone.utc)

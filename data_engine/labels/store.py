@@ -56,7 +56,32 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def label_store_uri(settings: Any, fleet: Any, model: str) -> str:
+    """Where a model's label store lives: `$DATA_ENGINE_HOME/labels` (local profile), else
+    `s3://<labels.s3_bucket or storage.s3_bucket>/<labels.prefix>` (prod). `settings` is a
+    data_engine.settings.Settings, `fleet` a FleetConfig."""
+    if model not in fleet.models:
+        raise LabelStoreError(f"model {model!r} is not in the fleet config (models: {', '.join(fleet.models)})")
+    if settings.profile == "local":
+        return str(settings.home / "labels")
+    labels = fleet.models[model].labels
+    bucket = labels.s3_bucket or (fleet.storage.s3_bucket if fleet.storage else None)
+    if bucket is None:
+        raise LabelStoreError(
+            f"model {model!r} has no label bucket: set models.{model}.labels.s3_bucket or storage.s3_bucket in the fleet config"
+        )
+    return f"s3://{bucket}/{labels.prefix.strip('/')}"
+
+
 class LabelStore:
+    @classmethod
+    def from_uri(cls, uri: str, client: Any = None) -> LabelStore:
+        """`s3://bucket/prefix` or a local folder (what `label_store_uri` returns)."""
+        if uri.startswith("s3://"):
+            bucket, _, prefix = uri[len("s3://") :].partition("/")
+            return cls.s3(bucket, prefix, client=client)
+        return cls.local(uri)
+
     def __init__(self, objects: ObjectStore):
         self.objects = objects
 
@@ -138,6 +163,28 @@ class LabelStore:
         self.objects.put(f"{base}/{ANNOTATIONS}", annotations_json, if_none_match=True)
         self.objects.put(f"{base}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), if_none_match=True)
         return version
+
+    def version_file(self, model: str, version: str, name: str) -> bytes | None:
+        """A file derived from a version (e.g. `yolo.zip`), or None when it was not written yet."""
+        try:
+            return self.objects.get(f"{model}/versions/{version}/{name}")
+        except KeyError:
+            return None
+
+    def write_version_file(self, model: str, version: str, name: str, data: bytes) -> bool:
+        """Write a file derived from a complete version, once: False when it already exists.
+
+        Derived files never change what the version holds (annotations.json and the manifest stay as
+        written); they sit next to them, e.g. `<model>/versions/<id>/yolo.zip`.
+        """
+        if name in (ANNOTATIONS, MANIFEST):
+            raise ValueError(f"{name} is part of the version itself, not a derived file")
+        self.manifest(model, version)  # raises, naming the version, if it is missing or incomplete
+        try:
+            self.objects.put(f"{model}/versions/{version}/{name}", data, if_none_match=True)
+        except PreconditionFailed:
+            return False
+        return True
 
     def move_latest(
         self, model: str, version: str, expected: Pointer | None, *, reason: str, moved_by: str | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -87,3 +88,16 @@ def write_yolo_dataset(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return out_dir / "data.yaml"
+
+
+def yolo_zip(files: Mapping[str, bytes]) -> bytes:
+    """`export_yolo`'s files as one zip, byte-for-byte the same for the same files (sorted names, fixed
+    timestamps), so the same label version always gives the same archive."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, files[name])
+    return buffer.getvalue()

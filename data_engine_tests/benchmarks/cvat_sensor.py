@@ -25,6 +25,7 @@ from data_engine.annotation.backend import TaskPosition
 from data_engine.annotation.review_scan import ReviewCursor
 from data_engine.config import load_fleet_config
 from data_engine.defs.cvat_resource import CvatResource
+from data_engine.defs.labels import build_label_defs
 from data_engine.defs.profiles import resources_for
 from data_engine.defs.review import build_review_defs
 from data_engine.defs.selection import build_selection_defs
@@ -80,7 +81,9 @@ def main() -> None:
             **resources_for(Settings(profile="local", home=Path(home)), config),
             "cvat": CvatResource(url=server.url, access_token=server.token),
         }
-        defs = dg.Definitions.merge(build_selection_defs(config), build_review_defs(config), dg.Definitions(resources=resources))
+        defs = dg.Definitions.merge(
+            build_selection_defs(config), build_review_defs(config), build_label_defs(config), dg.Definitions(resources=resources)
+        )
         last = max(state.tasks.values(), key=lambda t: (t.updated_date, t.id))
         cursor = ReviewCursor(TaskPosition(last.updated_date, last.id)).dumps()  # the sensor has caught up
         seen: set[tuple[int, str]] = set()

@@ -1,0 +1,412 @@
+"""Reviewed CVAT tasks into versioned training labels, through Dagster's public surfaces: review tasks made
+by `review_tasks` on the fake CVAT (real cvat-sdk over HTTP), accepted there, noticed by the sensor, and
+merged by the requested `label_merge_job` run into the label store on SeaweedFS (prod profile, Postgres
+instance) or a local folder; faults, checks, the YOLO export and the rollback CLI."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from data_engine.config import load_fleet_config
+from data_engine.config.models import FleetConfig
+from data_engine.defs.labels import MERGE_TAG, build_label_defs
+from data_engine.defs.profiles import resources_for
+from data_engine.defs.resources import LabelStoreResource
+from data_engine.defs.review import build_review_defs
+from data_engine.defs.selection import build_selection_defs
+from data_engine.demo import IMAGE_SIZE
+from data_engine.labels import LabelStore
+from data_engine.settings import current_settings
+from data_engine_tests.conftest import PROD_DAGSTER_YAML, REPO_ROOT, TEST_FLEET
+from data_engine_tests.cvat_server import running_cvat_server
+from data_engine_tests.test_cvat_review import DAY, NAMES, PARTITION, fast_cvat, our_tasks
+
+MODEL = "municipals"
+CLASSES = TEST_FLEET["models"][MODEL]["classes"]
+
+
+@pytest.fixture(scope="module")
+def selected_home(tmp_path_factory) -> Path:
+    """A DATA_ENGINE_HOME where municipals' review_candidates of DAY are materialized (20 frames)."""
+    root = tmp_path_factory.mktemp("labels")
+    fleet = root / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(TEST_FLEET, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATA_ENGINE_PROFILE", "local")
+        mp.setenv("DATA_ENGINE_HOME", str(root / "home"))
+        mp.setenv("DATA_ENGINE_CONFIG", str(fleet))
+        mp.delenv("CVAT_URL", raising=False)
+        config = load_fleet_config()
+        result = dg.materialize(
+            list(build_selection_defs(config).assets), partition_key=PARTITION, resources=resources_for(current_settings(), config)
+        )
+        assert result.success
+    return root / "home"
+
+
+@pytest.fixture
+def server():
+    with running_cvat_server() as srv:
+        srv.state.add_user("alice")
+        srv.state.add_user("bob")
+        yield srv
+
+
+def all_defs(config: FleetConfig, resources: dict) -> dg.Definitions:
+    return dg.Definitions.merge(
+        build_selection_defs(config), build_review_defs(config), build_label_defs(config), dg.Definitions(resources=resources)
+    )
+
+
+def make_review_tasks(defs: dg.Definitions, instance) -> None:
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    result = dg.materialize(
+        assets, selection=["review_tasks"], partition_key=PARTITION, resources=defs.resources, instance=instance
+    )
+    assert result.success
+
+
+def tick(defs: dg.Definitions, instance, cursor: str | None):
+    sensor = defs.resolve_sensor_def("cvat_review_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, definitions=defs) as context:
+        return sensor.evaluate_tick(context)
+
+
+def run_request(defs, instance, request: dg.RunRequest, raise_on_error: bool = True):
+    job = defs.resolve_job_def("label_merge_job")
+    return job.execute_in_process(
+        run_config=request.run_config,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
+
+
+def accept(server, task_ids, drop_shapes: int = 0) -> None:
+    """Reviewers accept the tasks; `drop_shapes` deletes that many shapes of each first (a correction)."""
+    state = server.state
+    for task_id in task_ids:
+        task = state.tasks[task_id]
+        with state.lock:
+            for shape_id in sorted(task.shapes)[:drop_shapes]:
+                del task.shapes[shape_id]
+        state.complete_task(task_id)
+
+
+def reopen(server, task_id) -> None:
+    server.state.update_job(server.state.jobs_of(task_id)[0].id, stage="annotation")
+
+
+def metadata_of(result, node: str) -> dict:
+    [materialization] = result.asset_materializations_for_node(node)
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def checks_of(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def failure_message(result) -> str:
+    return "\n".join(str(e.event_specific_data.error) for e in result.get_step_failure_events())
+
+
+def shapes_of(server, task_ids) -> int:
+    return sum(len(server.state.tasks[t].shapes) for t in task_ids)
+
+
+def frame_uris_of(home: Path, task_ids) -> set[str]:
+    rows = pq.read_table(home / "objects/assets/review_tasks" / MODEL / f"{DAY}.parquet").to_pylist()
+    return {r["frame_uri"] for r in rows if r["task_id"] in task_ids}
+
+
+# --- the whole flow, prod-like: S3 (SeaweedFS) label store, CVAT cloud storage, Postgres instance ------------
+
+
+@pytest.fixture
+def prod_env(selected_home, fleet_file, s3_server, server, monkeypatch, tmp_path):
+    """The prod profile: asset outputs and labels in a fresh SeaweedFS bucket, CVAT at the fake."""
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    fleet["storage"]["s3_bucket"] = f"de-{uuid.uuid4().hex[:12]}"
+    fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
+    client = s3_server.client()
+    client.create_bucket(Bucket=fleet["storage"]["s3_bucket"])
+    candidates = selected_home / "objects/assets/review_candidates" / MODEL / f"{DAY}.parquet"
+    key = f"{fleet['storage']['s3_prefix']}/assets/review_candidates/{MODEL}/{DAY}.parquet"
+    client.put_object(Bucket=fleet["storage"]["s3_bucket"], Key=key, Body=candidates.read_bytes())
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DATA_ENGINE_PROFILE", "prod")
+    monkeypatch.setenv("DATA_ENGINE_CONFIG", str(fleet_file))
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "unused")
+    monkeypatch.setenv("CVAT_URL", server.url)
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", server.token)
+    server.state.add_cloud_storage("demo-frames", id=7, default_size=IMAGE_SIZE)
+    return fleet, client
+
+
+def test_a_reviewed_task_flows_through_the_sensor_into_a_label_version_on_s3(prod_env, prod_instance, server):
+    from data_engine.definitions import build_definitions
+
+    fleet, client = prod_env
+    bucket = fleet["storage"]["s3_bucket"]
+    defs = build_definitions()  # the code location itself, on the prod profile
+    store = LabelStore.s3(bucket, "labels", client=client)
+    make_review_tasks(defs, prod_instance)
+    tasks = our_tasks(server.state)
+    assert [t.name for t in tasks] == NAMES and tasks[0].cloud_storage_id == 7
+    first, second, third = (t.id for t in tasks)
+
+    cursor = tick(defs, prod_instance, None).cursor
+    accept(server, [first, second])
+    result = tick(defs, prod_instance, cursor)
+    (request,) = result.run_requests
+    assert request.partition_key == MODEL and request.tags[MERGE_TAG] == MODEL
+    run = run_request(defs, prod_instance, request)
+    assert run.success
+    assert prod_instance.get_run_by_id(run.run_id).tags[MERGE_TAG] == MODEL
+
+    # a new version on S3, with its manifest, its counts and the pointer
+    (version,) = store.versions(MODEL)
+    assert store.latest(MODEL).version == version
+    manifest = store.manifest(MODEL, version)
+    assert manifest["parent"] is None
+    assert sorted(t["task_id"] for t in manifest["merged_tasks"]) == sorted([str(first), str(second)])
+    coco = store.label_set(MODEL, version)
+    assert {i["file_name"] for i in coco["images"]} == frame_uris_of_s3(client, bucket, fleet, [first, second])
+    assert manifest["counts"]["images"] == 16 == manifest["counts"]["images_added"]
+    assert manifest["counts"]["annotations"] == shapes_of(server, [first, second]) == len(coco["annotations"]) > 0
+    assert all(i.get("camera_id") and i.get("captured_at") for i in coco["images"])  # from review_candidates
+    assert [c["name"] for c in coco["categories"]] == CLASSES
+
+    # what the UI shows: metadata and one passed evaluation per check, for the partition
+    metadata = metadata_of(run, "training_labels")
+    assert metadata["label_version"] == version and metadata["location"] == f"s3://{bucket}/labels/{MODEL}/versions/{version}"
+    assert metadata["tasks_merged"] == 2 and metadata["images"] == 16 and metadata["images_added"] == 16
+    assert str(first) in metadata["merged_tasks"] and metadata["merged_now"] is True
+    checks = checks_of(run)
+    assert set(checks) == {"valid_coco", "boxes_inside_images", "no_duplicate_images", "categories_match_classes", "counts_within_bounds"}
+    assert all(c.passed and c.partition == MODEL for c in checks.values())
+    stored = prod_instance.get_latest_materialization_event(dg.AssetKey("training_labels"))
+    assert stored.asset_materialization.partition == MODEL
+
+    # the trainer-ready export, next to the version
+    yolo = metadata_of(run, "yolo_dataset")
+    assert yolo["path"] == f"s3://{bucket}/labels/{MODEL}/versions/{version}/yolo.zip" and yolo["written_now"] is True
+    assert yolo["train_images"] + yolo["val_images"] + yolo["test_images"] == 16
+    archive = zipfile.ZipFile(io.BytesIO(store.version_file(MODEL, version, "yolo.zip")))
+    data_yaml = yaml.safe_load(archive.read("data.yaml"))
+    assert data_yaml["names"] == dict(enumerate(CLASSES)) and "frames.csv" in archive.namelist()
+
+    # the same run again: nothing pending, nothing written
+    again = run_request(defs, prod_instance, request)
+    assert again.success and store.versions(MODEL) == [version]
+    assert metadata_of(again, "training_labels")["merged_now"] is False
+    assert metadata_of(again, "yolo_dataset")["written_now"] is False
+    assert all(c.passed for c in checks_of(again).values())
+
+    # a task reopened, corrected (two boxes deleted) and accepted again: its frames are replaced, not duplicated
+    reopen(server, first)
+    cursor = tick(defs, prod_instance, result.cursor).cursor
+    accept(server, [first], drop_shapes=2)
+    (request,) = tick(defs, prod_instance, cursor).run_requests
+    assert run_request(defs, prod_instance, request).success
+    newer = store.latest(MODEL).version
+    assert store.versions(MODEL) == [version, newer]
+    counts = store.manifest(MODEL, newer)["counts"]
+    assert store.manifest(MODEL, newer)["parent"] == version
+    assert counts["images"] == 16 and counts["images_added"] == 0 and counts["images_replaced"] == 8
+    assert counts["annotations"] == manifest["counts"]["annotations"] - 2 == shapes_of(server, [first, second])
+    assert len({i["file_name"] for i in store.label_set(MODEL, newer)["images"]}) == 16
+    assert third not in {int(t) for t in store.manifest(MODEL, newer)["tasks"]}
+
+
+def frame_uris_of_s3(client, bucket, fleet, task_ids) -> set[str]:
+    key = f"{fleet['storage']['s3_prefix']}/assets/review_tasks/{MODEL}/{DAY}.parquet"
+    rows = pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())).to_pylist()
+    return {r["frame_uri"] for r in rows if r["task_id"] in task_ids}
+
+
+# --- faults: nothing is written, and the message says what failed ------------------------------------------
+
+
+@pytest.fixture
+def local_labels(local_env, selected_home, server, monkeypatch):
+    shutil.copytree(selected_home, local_env)
+    monkeypatch.setenv("CVAT_URL", server.url)
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", server.token)
+    return local_env
+
+
+def local_defs(server, home: Path, config: FleetConfig | None = None, label_stores: LabelStoreResource | None = None, **cvat):
+    config = config or load_fleet_config()
+    resources = {**resources_for(current_settings(), config), "cvat": fast_cvat(server, home, **cvat)}
+    if label_stores is not None:
+        resources["label_stores"] = label_stores
+    return all_defs(config, resources)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_failed_broken_or_hanging_exports_write_nothing_and_say_why(local_labels, server, where, request, monkeypatch):
+    home = local_labels
+    if where == "local":
+        store, stores = LabelStore.local(home / "labels"), None
+    else:
+        s3 = request.getfixturevalue("s3_server")
+        for name, value in s3.env().items():
+            monkeypatch.setenv(name, value)
+        bucket = f"labels-{uuid.uuid4().hex[:12]}"
+        s3.client().create_bucket(Bucket=bucket)
+        store = LabelStore.s3(bucket, "labels", client=s3.client())
+        stores = LabelStoreResource(locations={m: f"s3://{bucket}/labels" for m in TEST_FLEET["models"]})
+    defs = local_defs(server, home, label_stores=stores, request_deadline_s=0.3)
+    with dg.instance_for_test() as instance:
+        make_review_tasks(defs, instance)
+        first = our_tasks(server.state)[0].id
+        cursor = tick(defs, instance, None).cursor
+        accept(server, [first])
+        merge_tick = tick(defs, instance, cursor)
+        (merge,) = merge_tick.run_requests
+
+        faults = [
+            (lambda: server.faults.fail_requests("export", message="export worker died"), ["export worker died", "action=export"]),
+            (lambda: server.faults.corrupt_exports("truncated"), ["not a readable zip", "truncated"]),
+            (lambda: server.faults.corrupt_exports("invalid_json"), ["not valid JSON"]),
+            (lambda: server.faults.hang_requests("export"), ["still started", "request_deadline_s"]),
+        ]
+        for arm, words in faults:
+            arm()
+            failed = run_request(defs, instance, merge, raise_on_error=False)
+            assert not failed.success
+            message = failure_message(failed)
+            assert f"task {first}" in message and all(w in message for w in words), message
+            assert store.latest(MODEL) is None and store.objects.list("") == [], "a failed merge wrote something"
+            assert failed.asset_materializations_for_node("yolo_dataset") == []
+        with server.state.lock:  # the hung export's worker is killed; CVAT would otherwise reuse the request
+            for hung in server.state.requests.values():
+                if hung.status == "started":
+                    hung.status = "failed"
+
+        # transient HTTP errors on the export request and on the download are retried
+        server.faults.fail_next("POST", r"/dataset/export$", status=502, times=1)
+        server.faults.fail_next("GET", r"/dataset/download$", status=503, times=2)
+        server.state.clear_log()
+        fixed = run_request(defs, instance, merge)  # the faults are gone: the same run now merges
+        assert server.state.count_requests("GET", r"/dataset/download$") == 3
+        assert fixed.success and len(store.versions(MODEL)) == 1
+        assert store.manifest(MODEL, store.latest(MODEL).version)["counts"]["images"] == 8
+
+        # a task whose day has no review_tasks output cannot have its frames mapped back
+        project = next(iter(server.state.projects.values()))
+        stray = server.state.create_task(f"data-engine-{MODEL}-2026-11-23-001", project_id=project.id, frames=["a.jpg"], segment_size=2)
+        server.state.complete_task(stray.id)
+        (late,) = tick(defs, instance, merge_tick.cursor).run_requests
+        failed = run_request(defs, instance, late, raise_on_error=False)
+        message = failure_message(failed)
+        assert "review_tasks of 2026-11-23|municipals" in message and "materialize review_tasks" in message
+        assert len(store.versions(MODEL)) == 1
+
+
+# --- checks block the export, and a rollback through the CLI --------------------------------------------------
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_ENGINE_", "DAGSTER_"))}
+    env |= {"DATA_ENGINE_HOME": str(home), "DATA_ENGINE_PROFILE": "local", "DATA_ENGINE_CONFIG": os.environ["DATA_ENGINE_CONFIG"]}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "data-engine"), *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_failing_checks_block_the_export_and_a_rollback_restores_the_last_good_version(local_labels, server):
+    home = local_labels
+    store = LabelStore.local(home / "labels")
+    defs = local_defs(server, home)
+    with dg.instance_for_test() as instance:
+        make_review_tasks(defs, instance)
+        first = our_tasks(server.state)[0].id
+        cursor = tick(defs, instance, None).cursor
+        accept(server, [first])
+        result = tick(defs, instance, cursor)
+        assert run_request(defs, instance, result.run_requests[0]).success
+        good = store.latest(MODEL).version
+        annotations = store.manifest(MODEL, good)["counts"]["annotations"]
+
+        # a re-review deletes most boxes: more than max_annotation_change_fraction (25 %) of the labels change
+        reopen(server, first)
+        cursor = tick(defs, instance, result.cursor).cursor
+        accept(server, [first], drop_shapes=annotations - 1)
+        (request,) = tick(defs, instance, cursor).run_requests
+        blocked = run_request(defs, instance, request, raise_on_error=False)
+        assert not blocked.success
+        bad = store.latest(MODEL).version
+        assert bad != good
+        checks = checks_of(blocked)
+        assert not checks["counts_within_bounds"].passed and checks["counts_within_bounds"].partition == MODEL
+        assert "more than the allowed 25.00%" in checks["counts_within_bounds"].description
+        assert all(checks[name].passed for name in checks if name != "counts_within_bounds")
+        assert "blocking asset check" in failure_message(blocked)
+        assert blocked.asset_materializations_for_node("yolo_dataset") == []  # the export (and training) waits
+        assert store.version_file(MODEL, bad, "yolo.zip") is None
+
+        # the person on call lists the versions and rolls back to the last good one, through the CLI
+        listing = cli(home, "labels", "versions", "--model", MODEL)
+        assert listing.returncode == 0, listing.stderr
+        assert f"* {bad}" in listing.stdout and f"  {good}" in listing.stdout
+        rolled = cli(home, "labels", "rollback", "--model", MODEL, "--version", good, "--reason", "boxes deleted by mistake")
+        assert rolled.returncode == 0, rolled.stderr
+        assert f"latest label version is now {good} (was {bad})" in rolled.stdout
+        pointer = store.latest(MODEL)
+        assert pointer.version == good and pointer.record["reason"] == "rollback: boxes deleted by mistake"
+        assert pointer.record["previous"] == bad
+        missing = cli(home, "labels", "rollback", "--model", MODEL, "--version", "no-such-version")
+        assert missing.returncode == 1 and "no-such-version" in missing.stderr
+
+        # the corrected task is still recorded as reviewed; reopened in CVAT, the next merge skips it (it waits for
+        # its next acceptance) and the rolled-back version stays latest, its checks passing
+        reopen(server, first)
+        after = defs.resolve_job_def("label_merge_job").execute_in_process(partition_key=MODEL, instance=instance)
+        assert after.success and store.latest(MODEL).version == good
+        metadata = metadata_of(after, "training_labels")
+        assert metadata["merged_now"] is False and "no longer accepted in CVAT" in metadata["tasks_skipped"]
+        assert all(c.passed for c in checks_of(after).values())
+        assert metadata_of(after, "yolo_dataset")["label_version"] == good
+
+    # the model's classes change in the config: the label set no longer matches, the export is blocked
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    fleet["models"][MODEL]["classes"].append("Glass")
+    changed = local_defs(server, home, config=FleetConfig.model_validate(fleet))
+    with dg.instance_for_test() as instance:
+        blocked = changed.resolve_job_def("label_merge_job").execute_in_process(
+            partition_key=MODEL, instance=instance, raise_on_error=False
+        )
+    checks = checks_of(blocked)
+    assert not blocked.success and not checks["categories_match_classes"].passed
+    assert "Glass" in checks["categories_match_classes"].description
+    assert blocked.asset_materializations_for_node("yolo_dataset") == []
+    assert blocked.dagster_run.tags[MERGE_TAG] == MODEL  # launchpad / backfill runs carry the tag too
+
+
+def test_merges_of_one_model_queue_behind_each_other(local_env):
+    """The job tags every run with the model; the production instance limits that tag to one run per value."""
+    instance_config = yaml.safe_load(PROD_DAGSTER_YAML.read_text())
+    limits = instance_config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert {"key": MERGE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    assert instance_config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    config = load_fleet_config()
+    job = all_defs(config, resources_for(current_settings(), config)).resolve_job_def("label_merge_job")
+    for model in config.models:
+        assert job.get_tags_for_partition_key(model, None)[MERGE_TAG] == model
+    assert sorted(job.partitions_def.get_partition_keys()) == sorted(config.models)
