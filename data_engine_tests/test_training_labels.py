@@ -330,7 +330,7 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_failing_checks_block_the_export_and_a_rollback_restores_the_last_good_version(local_labels, server):
+def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores_an_earlier_one(local_labels, server):
     home = local_labels
     store = LabelStore.local(home / "labels")
     defs = local_defs(server, home)
@@ -338,21 +338,29 @@ def test_failing_checks_block_the_export_and_a_rollback_restores_the_last_good_v
         make_review_tasks(defs, instance)
         first = our_tasks(server.state)[0].id
         cursor = tick(defs, instance, None).cursor
-        accept(server, [first])
-        result = tick(defs, instance, cursor)
-        assert run_request(defs, instance, result.run_requests[0]).success
-        good = store.latest(MODEL).version
-        annotations = store.manifest(MODEL, good)["counts"]["annotations"]
+        versions = []
+        for drop in (0, 1):  # accepted, then corrected (one box deleted) and accepted again: two published versions
+            if drop:
+                reopen(server, first)
+                cursor = tick(defs, instance, cursor).cursor
+            accept(server, [first], drop_shapes=drop)
+            result = tick(defs, instance, cursor)
+            cursor = result.cursor
+            assert run_request(defs, instance, result.run_requests[0]).success
+            versions.append(store.latest(MODEL).version)
+        earlier, good = versions
 
-        # a re-review deletes most boxes: more than max_annotation_change_fraction (25 %) of the labels change
+        # a re-review deletes every box: more than max_annotation_change_fraction (25 %) of the labels change
         reopen(server, first)
-        cursor = tick(defs, instance, result.cursor).cursor
-        accept(server, [first], drop_shapes=annotations - 1)
-        (request,) = tick(defs, instance, cursor).run_requests
-        blocked = run_request(defs, instance, request, raise_on_error=False)
+        cursor = tick(defs, instance, cursor).cursor
+        accept(server, [first], drop_shapes=10_000)
+        result = tick(defs, instance, cursor)
+        cursor = result.cursor
+        blocked = run_request(defs, instance, result.run_requests[0], raise_on_error=False)
         assert not blocked.success
-        bad = store.latest(MODEL).version
-        assert bad != good
+        bad = metadata_of(blocked, "training_labels")["label_version"]
+        assert bad not in versions and metadata_of(blocked, "training_labels")["published"] is False
+        assert store.latest(MODEL).version == good  # trainers reading latest.json never see the bad version
         checks = checks_of(blocked)
         assert not checks["counts_within_bounds"].passed and checks["counts_within_bounds"].partition == MODEL
         assert "more than the allowed 25.00%" in checks["counts_within_bounds"].description
@@ -361,28 +369,28 @@ def test_failing_checks_block_the_export_and_a_rollback_restores_the_last_good_v
         assert blocked.asset_materializations_for_node("yolo_dataset") == []  # the export (and training) waits
         assert store.version_file(MODEL, bad, "yolo.zip") is None
 
-        # the person on call lists the versions and rolls back to the last good one, through the CLI
+        # the person on call lists the versions and rolls back to the earlier one, through the CLI
         listing = cli(home, "labels", "versions", "--model", MODEL)
         assert listing.returncode == 0, listing.stderr
-        assert f"* {bad}" in listing.stdout and f"  {good}" in listing.stdout
-        rolled = cli(home, "labels", "rollback", "--model", MODEL, "--version", good, "--reason", "boxes deleted by mistake")
+        assert f"* {good}" in listing.stdout and f"  {earlier}" in listing.stdout and f"  {bad}" in listing.stdout
+        rolled = cli(home, "labels", "rollback", "--model", MODEL, "--version", earlier, "--reason", "the correction was wrong")
         assert rolled.returncode == 0, rolled.stderr
-        assert f"latest label version is now {good} (was {bad})" in rolled.stdout
+        assert f"latest label version is now {earlier} (was {good})" in rolled.stdout
         pointer = store.latest(MODEL)
-        assert pointer.version == good and pointer.record["reason"] == "rollback: boxes deleted by mistake"
-        assert pointer.record["previous"] == bad
+        assert pointer.version == earlier and pointer.record["reason"] == "rollback: the correction was wrong"
+        assert pointer.record["previous"] == good
         missing = cli(home, "labels", "rollback", "--model", MODEL, "--version", "no-such-version")
         assert missing.returncode == 1 and "no-such-version" in missing.stderr
 
-        # the corrected task is still recorded as reviewed; reopened in CVAT, the next merge skips it (it waits for
-        # its next acceptance) and the rolled-back version stays latest, its checks passing
+        # the task is still recorded as reviewed; reopened in CVAT, the next merge skips it (it waits for its
+        # next acceptance) and the rolled-back version stays latest, its checks passing
         reopen(server, first)
         after = defs.resolve_job_def("label_merge_job").execute_in_process(partition_key=MODEL, instance=instance)
-        assert after.success and store.latest(MODEL).version == good
+        assert after.success and store.latest(MODEL).version == earlier
         metadata = metadata_of(after, "training_labels")
         assert metadata["merged_now"] is False and "no longer accepted in CVAT" in metadata["tasks_skipped"]
         assert all(c.passed for c in checks_of(after).values())
-        assert metadata_of(after, "yolo_dataset")["label_version"] == good
+        assert metadata_of(after, "yolo_dataset")["label_version"] == earlier
 
     # the model's classes change in the config: the label set no longer matches, the export is blocked
     fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))

@@ -8,6 +8,7 @@ adds partitions, metadata, the asset checks, the merge job and its concurrency t
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
 import io
+import json
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -120,8 +121,9 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
         in the latest manifest (or accepted again since) are exported from CVAT as COCO 1.0 without images,
         their frames mapped back to frame URIs through that day's `review_tasks`, and merged: a re-reviewed
         frame replaces its old annotations. Nothing pending: the materialization says so and writes nothing.
-        A failed or malformed export fails the run before anything is written. The checks run on the
-        version the pointer names afterwards."""
+        A failed or malformed export fails the run before anything is written. The blocking checks run on
+        a new version before the pointer moves: a version that fails them stays unpublished (trainers never
+        read it) and the run fails; otherwise they run on the version the pointer names."""
         from data_engine.annotation.backend import AnnotationError
         from data_engine.labels import (
             ConcurrentMergeError,
@@ -196,6 +198,15 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
                 context.log.info(note)
                 metadata |= {"merged_now": False, "note": note, "tasks_merged": 0}
             else:
+                gated: list[dg.AssetCheckResult] = []
+
+                def passes_checks(new_version: str, annotations_json: bytes, new_manifest: dict) -> bool:
+                    """The checks run on the new version before `latest` moves to it."""
+                    gated[:] = _check_results(
+                        json.loads(annotations_json), new_manifest["counts"], classes, model_config.labels, new_version
+                    )
+                    return all(result.passed for result in gated)
+
                 outcome = merge_reviewed_tasks(
                     store,
                     model,
@@ -203,14 +214,23 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
                     classes,
                     LabelPolicy.from_config(model_config.labels),
                     created_by=f"dagster run {context.run.run_id}",
+                    gate=passes_checks,
                 )
                 version = outcome.version
+                if not outcome.published:
+                    note = (
+                        f"label version {version} failed its checks and was not published: latest still names"
+                        f" {outcome.parent or 'no version'}; fix the reviews (or the config bounds) and re-run"
+                    )
+                    context.log.error(note)
+                    metadata["note"] = note
                 names = {str(task["task_id"]): task for task in pending}
                 merged_rows = [
                     {"task_id": t, "name": names[t]["name"], "updated_date": names[t]["updated_date"]} for t in outcome.merged_tasks
                 ]
                 metadata |= {
                     "merged_now": outcome.created,
+                    "published": outcome.published,
                     "tasks_merged": len(outcome.merged_tasks),
                     "merged_tasks": markdown_table(merged_rows),
                     "merged_task_ids": dg.MetadataValue.json([int(t) for t in outcome.merged_tasks]),
@@ -221,9 +241,13 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             if version is not None:
                 manifest = store.manifest(model, version)
                 counts = manifest["counts"]
-                coco = store.label_set(model, version)  # loaded once, for every check
             else:
-                manifest, counts, coco = {}, {}, empty_label_set(classes)
+                manifest, counts = {}, {}
+            if exports and outcome.created:
+                check_results = gated  # the merge's gate checked the new version before publishing it
+            else:
+                coco = store.label_set(model, version) if version else empty_label_set(classes)
+                check_results = _check_results(coco, counts, classes, model_config.labels, version)
         except (AnnotationError, ExportError, LabelStoreError, ConcurrentMergeError) as error:
             raise dg.Failure(description=str(error)) from error
 
@@ -247,7 +271,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             }
         return dg.MaterializeResult(
             metadata=metadata,
-            check_results=_check_results(coco, counts, classes, model_config.labels, version),
+            check_results=check_results,
             data_version=dg.DataVersion(version) if version else None,
         )
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from data_engine.labels.coco import Coco, ExportError, TaskExport, dumps, parse_updated_date
@@ -38,6 +38,13 @@ class MergeOutcome:
     counts: MergeCounts | None = None
     attempts: int = 1
     location: str = ""
+    # False: the new version was written but its gate refused it, so `latest` still names the parent.
+    published: bool = True
+
+
+# Decides, before the pointer moves, whether a new version may become latest:
+# (version id, its annotations.json, its manifest) -> publish?
+Gate = Callable[[str, bytes, dict[str, Any]], bool]
 
 
 def merge_reviewed_tasks(
@@ -49,12 +56,15 @@ def merge_reviewed_tasks(
     *,
     created_by: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    gate: Gate | None = None,
 ) -> MergeOutcome:
     """Merge the reviewed tasks not yet in the model's latest version into a new version.
 
     A task counts as merged when the latest manifest lists its id with the same or a newer
     `updated_date`; a re-accepted task (newer updated_date) is merged again and replaces its frames.
     The first merge starts from an empty label set (or from one `import_label_set` wrote).
+    `gate` sees the new version before the pointer moves: when it refuses, the version stays written
+    but unpublished, so trainers reading `latest.json` never see a label set that failed its checks.
     """
     exports = _newest_per_task(exports)
     for attempt in range(1, max_attempts + 1):
@@ -84,26 +94,17 @@ def merge_reviewed_tasks(
         merged_tasks = [{"task_id": str(e.task_id), "updated_date": e.updated_date} for e in pending]
         for entry in merged_tasks:
             tasks[entry["task_id"]] = {"updated_date": entry["updated_date"]}
-        version = store.write_version(
-            model,
-            result.annotations_json,
-            {
-                "parent": head.version if head else None,
-                "source": "merge",
-                "created_by": created_by,
-                "classes": list(classes),
-                "merged_tasks": merged_tasks,
-                "tasks": tasks,
-                "counts": result.counts.as_dict(),
-            },
-        )
-        try:
-            store.move_latest(model, version, head, reason="merge", moved_by=created_by)
-        except PointerMoved:
-            # Someone merged meanwhile: our version is an orphan; merge again on top of theirs.
-            time.sleep(random.uniform(0, 0.05 * 2**attempt))
-            continue
-        return MergeOutcome(
+        manifest_of_version = {
+            "parent": head.version if head else None,
+            "source": "merge",
+            "created_by": created_by,
+            "classes": list(classes),
+            "merged_tasks": merged_tasks,
+            "tasks": tasks,
+            "counts": result.counts.as_dict(),
+        }
+        version = store.write_version(model, result.annotations_json, manifest_of_version)
+        outcome = MergeOutcome(
             version=version,
             parent=head.version if head else None,
             created=True,
@@ -113,6 +114,15 @@ def merge_reviewed_tasks(
             attempts=attempt,
             location=store.describe(model, version),
         )
+        if gate is not None and not gate(version, result.annotations_json, manifest_of_version):
+            return replace(outcome, published=False)
+        try:
+            store.move_latest(model, version, head, reason="merge", moved_by=created_by)
+        except PointerMoved:
+            # Someone merged meanwhile: our version is an orphan; merge again on top of theirs.
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+            continue
+        return outcome
     raise ConcurrentMergeError(
         f"the latest label version of {model!r} moved {max_attempts} times while merging; another merge is running."
         " Limit merges of one model to one at a time (concurrency pool) and rerun"
