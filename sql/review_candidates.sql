@@ -29,6 +29,7 @@ previously_selected AS (
   WHERE s.model = @model
 ),
 day_frames AS (
+  -- Frame attributes of the flagged frames only (a frame's detections all carry them).
   SELECT
     frame_uri,
     MIN(client) AS client,
@@ -38,10 +39,12 @@ day_frames AS (
     MIN(image_width) AS image_width,
     MIN(image_height) AS image_height
   FROM detections
+  WHERE frame_uri IN (SELECT frame_uri FROM flagged)
   GROUP BY frame_uri
   UNION ALL
   SELECT frame_uri, client, camera_id, model_version, captured_at, image_width, image_height
   FROM empty_frames
+  WHERE frame_uri IN (SELECT frame_uri FROM flagged)
 ),
 hits AS (
   SELECT
