@@ -1,5 +1,5 @@
 """`data-engine`: commands that are not Dagster runs: demo data for the local profile, and the
-training-label versions of a model (list them, roll the `latest` pointer back to one)."""
+training-label versions of a model (list them, import a base label set, roll `latest` back)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--model", required=True)
     rollback.add_argument("--version", required=True, help="a version id, as `labels versions` lists them")
     rollback.add_argument("--reason", default="", help="why (recorded in latest.json)")
+    base = label_commands.add_parser(
+        "import", help="make an existing COCO file (file_name = frame URI) the model's latest version, e.g. before the first merge"
+    )
+    base.add_argument("--model", required=True)
+    base.add_argument("--coco", type=Path, required=True, help="path of the COCO JSON file")
     args = parser.parse_args(argv)
 
     try:
@@ -76,6 +81,8 @@ def _labels(args: argparse.Namespace, config) -> int:
                     f"  tasks={len(manifest.get('merged_tasks', []))} parent={manifest.get('parent') or '-'}"
                 )
             return 0
+        if args.labels_command == "import":
+            return _import(store, args, config)
         previous = store.latest(args.model)
         pointer = rollback_labels(
             store, args.model, args.version, rolled_back_by=f"{getpass.getuser()} (data-engine labels rollback)", reason=args.reason
@@ -87,6 +94,30 @@ def _labels(args: argparse.Namespace, config) -> int:
         f"{args.model}: latest label version is now {pointer.version} (was {previous.version if previous else '-'})"
         f" at {store.describe(args.model)}"
     )
+    return 0
+
+
+def _import(store, args: argparse.Namespace, config) -> int:
+    import getpass
+    import json
+
+    from data_engine.labels import ExportError, LabelPolicy, import_label_set
+
+    try:
+        coco = json.loads(args.coco.read_text())
+        version = import_label_set(
+            store,
+            args.model,
+            coco,
+            list(config.models[args.model].classes),
+            LabelPolicy.from_config(config.models[args.model].labels),
+            source_name=str(args.coco),
+            created_by=f"{getpass.getuser()} (data-engine labels import)",
+        )
+    except (OSError, ValueError, ExportError) as error:
+        print(f"cannot import {args.coco} as the labels of {args.model!r}: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: imported {args.coco} as label version {version}, now latest, at {store.describe(args.model)}")
     return 0
 
 
