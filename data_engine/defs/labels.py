@@ -1,9 +1,9 @@
 """Stage 4 of the loop: reviewed CVAT tasks merged into versioned training labels, their checks, and
 the trainer-ready YOLO export.
 
-Thin: exports come from `data_engine.annotation` (`export_task_coco`), everything about labels from
-`data_engine.labels` (pending tasks, frame mapping, merge, store, validation, splits, YOLO). This module
-adds partitions, metadata, the asset checks, the merge job and its concurrency tag.
+Thin: everything about labels comes from `data_engine.labels` (pending tasks, collecting their CVAT
+exports, frame mapping, merge, store, validation, splits, YOLO). This module adds partitions, reading
+asset outputs, metadata, the asset checks, the merge job and its concurrency tag.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
@@ -57,6 +57,15 @@ def _read_rows(store: "ObjectStore", key: str, columns: list[str] | None = None)
     except KeyError:
         return None
     return pq.read_table(io.BytesIO(data), columns=columns).to_pylist()
+
+
+def _review_day_rows(objects: "ObjectStore", model: str, day: str) -> tuple[list | None, list, str]:
+    """One model-day's review_tasks and review_candidates rows, where the IO manager wrote them."""
+    key = dg.MultiPartitionKey({"date": day, "model": model})
+    frames_key = output_key(dg.AssetKey("review_tasks"), key)
+    frames = _read_rows(objects, frames_key)
+    candidates = _read_rows(objects, output_key(dg.AssetKey("review_candidates"), key), columns=["frame_uri", "camera_id", "captured_at"])
+    return frames, candidates or [], objects.describe(frames_key)
 
 
 def _check_results(coco: dict, counts: dict, classes: list[str], labels_config, version: str | None) -> list[dg.AssetCheckResult]:
@@ -133,7 +142,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             empty_label_set,
             merge_reviewed_tasks,
         )
-        from data_engine.labels.reviewed import pending_tasks, reviewed_task_export, task_day
+        from data_engine.labels.reviewed import collect_reviewed_exports, pending_tasks
 
         model = context.partition_key
         model_config = fleet.models[model]
@@ -147,43 +156,12 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             manifest = store.manifest(model, head.version) if head else None
             pending = pending_tasks(reviewed, manifest["tasks"] if manifest else {})
             metadata: dict[str, Any] = {"reviewed_tasks_recorded": len(reviewed), "reviewed_tasks_path": objects.describe(reviewed_key)}
-            skipped: list[dict[str, Any]] = []
-            exports = []
+            exports, skipped = [], []
             if pending:
-                frames_by_day, candidates_by_day = {}, {}
                 with cvat.open(logger=context.log) as backend:
-                    # Only tasks still accepted now: one reopened or rejected since (e.g. after a rollback) waits
-                    # for its next acceptance, which the sensor records with a newer updated_date.
-                    current = {task.id: task for task in backend.tasks_by_id([int(t["task_id"]) for t in pending])}
-                    for task in pending:
-                        snapshot = current.get(int(task["task_id"]))
-                        if snapshot is None or not snapshot.accepted:
-                            reason = "deleted in CVAT" if snapshot is None else "no longer accepted in CVAT (reopened or rejected)"
-                            skipped.append({"task_id": task["task_id"], "name": task["name"], "reason": reason})
-                            context.log.warning(f"task {task['task_id']} ({task['name']}) is {reason}: not merged")
-                            continue
-                        day = task_day(task["name"]).isoformat()
-                        key = dg.MultiPartitionKey({"date": day, "model": model})
-                        frames_key = output_key(dg.AssetKey("review_tasks"), key)
-                        if day not in frames_by_day:
-                            frames_by_day[day] = _read_rows(objects, frames_key)
-                            candidates_by_day[day] = _read_rows(
-                                objects,
-                                output_key(dg.AssetKey("review_candidates"), key),
-                                columns=["frame_uri", "camera_id", "captured_at"],
-                            ) or []
-                        if frames_by_day[day] is None:
-                            raise dg.Failure(
-                                f"task {task['task_id']} ({task['name']}): review_tasks of {day}|{model} is not at"
-                                f" {objects.describe(frames_key)}, so its CVAT frame names cannot be mapped to frame URIs;"
-                                " materialize review_tasks for that partition (it finds the existing tasks by name)"
-                            )
-                        data = backend.export_task_coco(int(task["task_id"]))
-                        exports.append(
-                            reviewed_task_export(
-                                task, data, frames_by_day[day], objects.describe(frames_key), candidates_by_day[day]
-                            )
-                        )
+                    exports, skipped = collect_reviewed_exports(
+                        backend, model, pending, lambda day: _review_day_rows(objects, model, day), logger=context.log
+                    )
             if skipped:
                 metadata["tasks_skipped"] = markdown_table(skipped)
             if not exports:

@@ -1,12 +1,10 @@
 """Stage 3 of the loop: CVAT review tasks for a model-day, and the sensor that notices reviewed ones.
 
-Thin: planning and CVAT calls live in `data_engine.annotation`; this module adds partitions, metadata,
-and the sensor, whose runs (`label_merge_job`, data_engine.defs.labels) record reviewed tasks and merge them.
+Thin: planning, CVAT calls and the record of reviewed tasks live in `data_engine.annotation`; this module
+adds partitions, metadata, and the sensor, whose runs (`label_merge_job`, data_engine.defs.labels) record
+reviewed tasks and merge them.
 """
 
-
-import datetime as dt
-import io
 import dagster as dg
 
 from data_engine.config import FleetConfig
@@ -44,21 +42,6 @@ def _task_frames_schema():
             ("frame", pa.int64()),
             ("frame_name", pa.string()),
             ("frame_uri", pa.string()),
-        ]
-    )
-
-
-def _reviewed_schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("task_id", pa.int64()),
-            ("name", pa.string()),
-            ("updated_date", pa.timestamp("us", tz="UTC")),
-            ("project_id", pa.int64()),
-            ("frame_count", pa.int64()),
-            ("recorded_by_run", pa.string()),
         ]
     )
 
@@ -140,62 +123,28 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
         keeps what earlier runs recorded and adds or updates the tasks of its run config (a task accepted
         again keeps its latest updated_date). The file is replaced by a conditional write, re-read and
         re-merged when another run of the same model wrote first, so concurrent runs lose nothing."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from data_engine.annotation.review_scan import ReviewedTask
+        from data_engine.annotation.reviewed_record import RecordContention, record_reviewed_tasks
 
-        from data_engine.objectstore import PreconditionFailed
-
-        model = context.partition_key
-        key = output_key(context.asset_key, model)
-        store = object_store.open()
-        for _attempt in range(20):
-            try:
-                data, etag = store.get_with_etag(key)
-                previous = pq.read_table(io.BytesIO(data)).to_pylist()
-            except KeyError:
-                previous, etag = [], None
-            merged = {row["task_id"]: row for row in previous}
-            added, updated = [], []
-            for task in config.tasks:
-                when = dt.datetime.fromisoformat(task.updated_date).astimezone(dt.timezone.utc)
-                old = merged.get(task.task_id)
-                if old is not None and old["updated_date"] >= when:
-                    continue
-                (updated if old is not None else added).append(task.task_id)
-                merged[task.task_id] = {
-                    "task_id": task.task_id,
-                    "name": task.name,
-                    "updated_date": when,
-                    "project_id": task.project_id,
-                    "frame_count": task.frame_count,
-                    "recorded_by_run": context.run.run_id,
-                }
-            rows = sorted(merged.values(), key=lambda row: row["task_id"])
-            buffer = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(rows, schema=_reviewed_schema()), buffer)
-            try:
-                if etag is None:
-                    store.put(key, buffer.getvalue(), if_none_match=True)
-                else:
-                    store.put(key, buffer.getvalue(), if_match=etag)
-                break
-            except PreconditionFailed:
-                context.log.info(f"{store.describe(key)} changed while merging; merging again")
-        else:
-            raise dg.Failure(f"{store.describe(key)} kept changing under 20 merge attempts; re-run the run")
-        changed = set(added) | set(updated)
+        tasks = [ReviewedTask(**task.model_dump()) for task in config.tasks]
+        key = output_key(context.asset_key, context.partition_key)
+        try:
+            record = record_reviewed_tasks(object_store.open(), key, tasks, context.run.run_id, logger=context.log)
+        except RecordContention as error:
+            raise dg.Failure(description=str(error)) from error
+        changed = set(record.added) | set(record.updated)
         recent = [
             {"task_id": r["task_id"], "name": r["name"], "updated_date": r["updated_date"].isoformat(), "frames": r["frame_count"]}
-            for r in rows
+            for r in record.rows
             if r["task_id"] in changed
         ]
         return dg.MaterializeResult(
             metadata={
-                "path": store.describe(key),
-                "tasks_total": len(rows),
-                "tasks_added": len(added),
-                "tasks_updated": len(updated),
-                "frames_total": sum(r["frame_count"] for r in rows),
+                "path": record.location,
+                "tasks_total": len(record.rows),
+                "tasks_added": len(record.added),
+                "tasks_updated": len(record.updated),
+                "frames_total": sum(r["frame_count"] for r in record.rows),
                 "tasks_this_run": markdown_table(recent),
             },
         )

@@ -1,8 +1,8 @@
 """Training labels: COCO exports of reviewed tasks merged (pyodi) into immutable, versioned label sets.
 
-The Dagster asset `training_labels` stays thin: it exports reviewed tasks (`load_task_export`), calls
-`merge_reviewed_tasks`, and reports the outcome; the asset checks call `validate_label_set` and
-`change_problems`; trainers get `export_yolo` over `assign_splits`.
+The Dagster asset `training_labels` stays thin: it collects reviewed tasks' exports
+(`reviewed.collect_reviewed_exports`), calls `merge_reviewed_tasks`, and reports the outcome; the asset
+checks call `validate_label_set` and `change_problems`; trainers get `export_yolo` over `assign_splits`.
 """
 
 from data_engine.labels.coco import ExportError, TaskExport, empty_label_set, load_task_export, read_cvat_export
