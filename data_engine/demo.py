@@ -61,10 +61,10 @@ def write_demo_warehouse(
     partial.unlink(missing_ok=True)
     with duckdb.connect(str(partial)) as connection:
         connection.execute("SET TimeZone = 'UTC'")
-        frames_arrow = pa.Table.from_pylist(frames)
-        predictions_arrow = pa.Table.from_pylist(predictions, schema=_prediction_schema())
-        connection.execute("CREATE TABLE frames AS SELECT * FROM frames_arrow")
-        connection.execute("CREATE TABLE predictions AS SELECT * FROM predictions_arrow")
+        connection.register("frames_rows", pa.Table.from_pylist(frames))
+        connection.register("prediction_rows", pa.Table.from_pylist(predictions, schema=_prediction_schema()))
+        connection.execute("CREATE TABLE frames AS SELECT * FROM frames_rows")
+        connection.execute("CREATE TABLE predictions AS SELECT * FROM prediction_rows")
     os.replace(partial, warehouse_path)
     return {"frames": len(frames), "predictions": len(predictions)}
 

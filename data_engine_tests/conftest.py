@@ -9,6 +9,11 @@ import dagster as dg
 import pytest
 import yaml
 
+from data_engine.config import load_fleet_config
+from data_engine.defs.profiles import resources_for
+from data_engine.defs.selection import build_selection_defs
+from data_engine.settings import current_settings
+from data_engine_tests.cvat_server import running_cvat_server
 from data_engine_tests.servers.bigquery_emulator import running_bqemulator
 from data_engine_tests.servers.moto import running_moto
 from data_engine_tests.servers.postgres import running_postgres
@@ -16,6 +21,8 @@ from data_engine_tests.servers.seaweedfs import running_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROD_DAGSTER_YAML = REPO_ROOT / "docker" / "dagster.yaml"
+# The model-day the CVAT and label tests review (the demo data of `prepared_home` covers it).
+REVIEW_PARTITION = dg.MultiPartitionKey({"date": "2026-11-24", "model": "municipals"})
 
 # A small fleet: two models with every filter kind, scoped filters and tight budgets so that every
 # drop status shows up on little data.
@@ -124,3 +131,31 @@ def prod_instance(pg_server, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_PG_PORT", str(pg_server.port))
     with dg.DagsterInstance.get() as instance:
         yield instance
+
+
+@pytest.fixture(scope="module")
+def prepared_home(tmp_path_factory) -> Path:
+    """A DATA_ENGINE_HOME where municipals' review_candidates of DAY are materialized (20 frames)."""
+    root = tmp_path_factory.mktemp("review")
+    fleet = root / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(TEST_FLEET, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATA_ENGINE_PROFILE", "local")
+        mp.setenv("DATA_ENGINE_HOME", str(root / "home"))
+        mp.setenv("DATA_ENGINE_CONFIG", str(fleet))
+        mp.delenv("CVAT_URL", raising=False)
+        config = load_fleet_config()
+        selection = build_selection_defs(config)
+        result = dg.materialize(
+            list(selection.assets), partition_key=REVIEW_PARTITION, resources=resources_for(current_settings(), config)
+        )
+        assert result.success
+    return root / "home"
+
+
+@pytest.fixture
+def server():
+    with running_cvat_server() as srv:
+        srv.state.add_user("alice")
+        srv.state.add_user("bob")
+        yield srv

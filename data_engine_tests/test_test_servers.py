@@ -3,7 +3,6 @@ production dagster.yaml loads and works against a real PostgreSQL."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import boto3
 import dagster as dg

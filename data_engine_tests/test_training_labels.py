@@ -30,38 +30,10 @@ from data_engine.demo import IMAGE_SIZE
 from data_engine.labels import LabelStore
 from data_engine.settings import current_settings
 from data_engine_tests.conftest import PROD_DAGSTER_YAML, REPO_ROOT, TEST_FLEET
-from data_engine_tests.cvat_server import running_cvat_server
 from data_engine_tests.test_cvat_review import DAY, NAMES, PARTITION, fast_cvat, our_tasks
 
 MODEL = "municipals"
 CLASSES = TEST_FLEET["models"][MODEL]["classes"]
-
-
-@pytest.fixture(scope="module")
-def selected_home(tmp_path_factory) -> Path:
-    """A DATA_ENGINE_HOME where municipals' review_candidates of DAY are materialized (20 frames)."""
-    root = tmp_path_factory.mktemp("labels")
-    fleet = root / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(TEST_FLEET, sort_keys=False))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATA_ENGINE_PROFILE", "local")
-        mp.setenv("DATA_ENGINE_HOME", str(root / "home"))
-        mp.setenv("DATA_ENGINE_CONFIG", str(fleet))
-        mp.delenv("CVAT_URL", raising=False)
-        config = load_fleet_config()
-        result = dg.materialize(
-            list(build_selection_defs(config).assets), partition_key=PARTITION, resources=resources_for(current_settings(), config)
-        )
-        assert result.success
-    return root / "home"
-
-
-@pytest.fixture
-def server():
-    with running_cvat_server() as srv:
-        srv.state.add_user("alice")
-        srv.state.add_user("bob")
-        yield srv
 
 
 def all_defs(config: FleetConfig, resources: dict) -> dg.Definitions:
@@ -136,14 +108,14 @@ def frame_uris_of(home: Path, task_ids) -> set[str]:
 
 
 @pytest.fixture
-def prod_env(selected_home, fleet_file, s3_server, server, monkeypatch, tmp_path):
+def prod_env(prepared_home, fleet_file, s3_server, server, monkeypatch, tmp_path):
     """The prod profile: asset outputs and labels in a fresh SeaweedFS bucket, CVAT at the fake."""
     fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
     fleet["storage"]["s3_bucket"] = f"de-{uuid.uuid4().hex[:12]}"
     fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
     client = s3_server.client()
     client.create_bucket(Bucket=fleet["storage"]["s3_bucket"])
-    candidates = selected_home / "objects/assets/review_candidates" / MODEL / f"{DAY}.parquet"
+    candidates = prepared_home / "objects/assets/review_candidates" / MODEL / f"{DAY}.parquet"
     key = f"{fleet['storage']['s3_prefix']}/assets/review_candidates/{MODEL}/{DAY}.parquet"
     client.put_object(Bucket=fleet["storage"]["s3_bucket"], Key=key, Body=candidates.read_bytes())
     for name, value in s3_server.env().items():
@@ -243,8 +215,8 @@ def frame_uris_of_s3(client, bucket, fleet, task_ids) -> set[str]:
 
 
 @pytest.fixture
-def local_labels(local_env, selected_home, server, monkeypatch):
-    shutil.copytree(selected_home, local_env)
+def local_labels(local_env, prepared_home, server, monkeypatch):
+    shutil.copytree(prepared_home, local_env)
     monkeypatch.setenv("CVAT_URL", server.url)
     monkeypatch.setenv("CVAT_ACCESS_TOKEN", server.token)
     return local_env

@@ -192,9 +192,9 @@ def merge_label_sets(
 
     # Fresh ids for the reviewed frames; pyodi renumbers everything anyway.
     add = {"categories": categories_for(classes), "images": [], "annotations": []}
-    for image_id, (image, annotations) in enumerate(reviewed.values(), start=1):
+    for image_id, (image, boxes) in enumerate(reviewed.values(), start=1):
         add["images"].append({**image, "id": image_id})
-        add["annotations"].extend({**a, "image_id": image_id} for a in annotations)
+        add["annotations"].extend({**a, "image_id": image_id} for a in boxes)
     for annotation_id, annotation in enumerate(add["annotations"], start=1):
         annotation["id"] = annotation_id
 

@@ -12,7 +12,6 @@ in a third one. Half the reviewed frames replace frames already in the set, half
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import resource
