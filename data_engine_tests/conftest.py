@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from data_engine.config import load_fleet_config
 from data_engine.defs.profiles import resources_for
+from data_engine.demo import write_demo_warehouse
 from data_engine.defs.selection import build_selection_defs
 from data_engine.settings import current_settings
 from data_engine_tests.cvat_server import running_cvat_server
@@ -145,6 +147,9 @@ def prepared_home(tmp_path_factory) -> Path:
         mp.setenv("DATA_ENGINE_CONFIG", str(fleet))
         mp.delenv("CVAT_URL", raising=False)
         config = load_fleet_config()
+        # The review day's demo data, written explicitly: the on-first-use demo data ends yesterday.
+        day = dt.date.fromisoformat(REVIEW_PARTITION.keys_by_dimension["date"])
+        write_demo_warehouse(config, root / "home" / "warehouse.duckdb", root / "home" / "objects", end_date=day, days=1)
         selection = build_selection_defs(config)
         result = dg.materialize(
             list(selection.assets), partition_key=REVIEW_PARTITION, resources=resources_for(current_settings(), config)
