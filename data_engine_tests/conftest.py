@@ -164,3 +164,12 @@ def server():
         srv.state.add_user("alice")
         srv.state.add_user("bob")
         yield srv
+
+
+@pytest.fixture
+def review_env(local_env, prepared_home, server, monkeypatch) -> Path:
+    """The local profile with the prepared review day, pointed at the fake CVAT server."""
+    shutil.copytree(prepared_home, local_env)
+    monkeypatch.setenv("CVAT_URL", server.url)
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", server.token)
+    return local_env

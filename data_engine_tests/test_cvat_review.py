@@ -10,7 +10,6 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from data_engine.annotation.backend import TaskPosition
@@ -28,14 +27,6 @@ from data_engine_tests.cvat_server import ApiError, FakeCvatState, running_cvat_
 PARTITION = REVIEW_PARTITION
 DAY = PARTITION.keys_by_dimension["date"]
 NAMES = [f"data-engine-municipals-{DAY}-00{i}" for i in (1, 2, 3)]
-
-
-@pytest.fixture
-def env(local_env, prepared_home, server, monkeypatch):
-    shutil.copytree(prepared_home, local_env)
-    monkeypatch.setenv("CVAT_URL", server.url)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", server.token)
-    return local_env
 
 
 def fast_cvat(server, home: Path | None, **overrides) -> CvatResource:
@@ -90,21 +81,21 @@ def assert_complete_and_unique(server, home: Path):
 # --- review_tasks ----------------------------------------------------------------------------------
 
 
-def test_review_tasks_creates_pre_annotated_tasks_and_a_rerun_changes_nothing(env, server):
+def test_review_tasks_creates_pre_annotated_tasks_and_a_rerun_changes_nothing(review_env, server):
     config = load_fleet_config()
     resources = resources_for(current_settings(), config)  # the local profile with CVAT_URL set
     assert isinstance(resources["cvat"], CvatResource)
     result = materialize_review_tasks(resources)
 
     state = server.state
-    assert_complete_and_unique(server, env)
+    assert_complete_and_unique(server, review_env)
     project = next(p for p in state.projects.values())
     assert project.name == "data-engine municipals"
     assert sorted((lb.name, lb.type) for lb in state.labels_of(project_id=project.id)) == sorted(
         (c, "rectangle") for c in TEST_FLEET["models"]["municipals"]["classes"]
     )
     tasks = our_tasks(state)
-    rows = candidates(env)
+    rows = candidates(review_env)
     # frame order = priority; uploaded files keep unique, ordered names
     assert [f.name.split("_", 1)[0] for f in tasks[0].frames] == [f"{i:06d}" for i in range(8)]
     assert tasks[0].frames[0].name.endswith(rows[0]["frame_uri"].split("/", 3)[3].replace("/", "__"))
@@ -122,20 +113,20 @@ def test_review_tasks_creates_pre_annotated_tasks_and_a_rerun_changes_nothing(en
     assert metadata["task_ids"].value == [t.id for t in tasks]
     assert metadata["frames"].value == 20 and metadata["tasks"].value == 3
     assert f"/tasks/{tasks[0].id}" in metadata["tasks_table"].value
-    frames = pq.read_table(env / "objects/assets/review_tasks/municipals" / f"{DAY}.parquet").to_pylist()
+    frames = pq.read_table(review_env / "objects/assets/review_tasks/municipals" / f"{DAY}.parquet").to_pylist()
     assert [r["frame_uri"] for r in frames] == [r["frame_uri"] for r in rows]
 
     state.clear_log()
     again = materialize_review_tasks(resources)
     assert again.success
     assert state.count_requests("POST") == 0 and state.count_requests("PATCH") == 0
-    assert_complete_and_unique(server, env)
+    assert_complete_and_unique(server, review_env)
     assert again.asset_materializations_for_node("review_tasks")[0].metadata["shapes_uploaded"].value == 0
 
 
-def test_project_found_by_name_gets_missing_classes_and_reports_extra_labels(env, server):
+def test_project_found_by_name_gets_missing_classes_and_reports_extra_labels(review_env, server):
     server.state.create_project("data-engine municipals", [{"name": "PET", "type": "rectangle"}, {"name": "Glass bottle"}])
-    result = materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)})
+    result = materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)})
     assert len(server.state.projects) == 1
     names = {lb.name for lb in server.state.labels_of(project_id=1)}
     assert names == set(TEST_FLEET["models"]["municipals"]["classes"]) | {"Glass bottle"}
@@ -144,18 +135,18 @@ def test_project_found_by_name_gets_missing_classes_and_reports_extra_labels(env
     assert "PET" not in metadata["project_labels_added"].value and "HDPE" in metadata["project_labels_added"].value
 
 
-def test_transient_429_and_5xx_are_retried(env, server):
+def test_transient_429_and_5xx_are_retried(review_env, server):
     faults = server.faults
     faults.fail_next("POST", r"^/api/tasks$", status=503, times=2)
     faults.fail_next("PATCH", r"/annotations$", status=429, times=2)
     faults.fail_next("PATCH", r"^/api/jobs/", status=502, times=1)
     faults.fail_next("GET", r"^/api/requests/", status=500, times=1)
-    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)})
-    assert_complete_and_unique(server, env)
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)})
+    assert_complete_and_unique(server, review_env)
 
 
-def test_crash_before_task_creation_then_retry(env, server):
-    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)}
+def test_crash_before_task_creation_then_retry(review_env, server):
+    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}
     # the first task is made; creating the second fails until the retries give up
     original = server.state.create_task
 
@@ -175,11 +166,11 @@ def test_crash_before_task_creation_then_retry(env, server):
     server.state.clear_log()
     materialize_review_tasks(resources)
     assert server.state.count_requests("POST", r"^/api/tasks$") == 2
-    assert_complete_and_unique(server, env)
+    assert_complete_and_unique(server, review_env)
 
 
-def test_crash_after_creation_before_data_then_retry(env, server):
-    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)}
+def test_crash_after_creation_before_data_then_retry(review_env, server):
+    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}
     server.faults.fail_requests("create", message="chunk worker died", times=1)  # the first data upload fails
     failed = materialize_review_tasks(resources, raise_on_error=False)
     assert not failed.success
@@ -188,13 +179,13 @@ def test_crash_after_creation_before_data_then_retry(env, server):
     assert [(t.name, t.size) for t in our_tasks(server.state)] == [(NAMES[0], 0)]
 
     materialize_review_tasks(resources)
-    assert_complete_and_unique(server, env)
+    assert_complete_and_unique(server, review_env)
 
 
-def test_a_data_request_that_never_finishes_hits_the_deadline(env, server):
+def test_a_data_request_that_never_finishes_hits_the_deadline(review_env, server):
     resources = {
         **resources_for(current_settings(), load_fleet_config()),
-        "cvat": fast_cvat(server, env, request_deadline_s=0.3),
+        "cvat": fast_cvat(server, review_env, request_deadline_s=0.3),
     }
     server.faults.hang_requests("create", times=1)
     failed = materialize_review_tasks(resources, raise_on_error=False)
@@ -219,44 +210,44 @@ class CrashingAnnotations(FakeCvatState):
         return super().change_annotations(task_id, action, data)
 
 
-def test_crash_mid_pre_annotation_upload_then_retry(env):
+def test_crash_mid_pre_annotation_upload_then_retry(review_env):
     state = CrashingAnnotations()
     state.ok = 3  # task 1 gets some batches of shapes, then the upload crashes
     with running_cvat_server(state=state) as server:
         state.add_user("alice"), state.add_user("bob")
-        resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)}
+        resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}
         failed = materialize_review_tasks(resources, raise_on_error=False)
         assert not failed.success
         message = str(failed.get_step_failure_events()[0].event_specific_data.error)
         assert NAMES[0] in message and "shapes batch" in message and "annotations?action=create" in message
         first = our_tasks(state)[0]
-        assert 0 < len(first.shapes) < sum(len(r["predictions"]) for r in candidates(env)[:8])
+        assert 0 < len(first.shapes) < sum(len(r["predictions"]) for r in candidates(review_env)[:8])
 
         state.ok = 10**9
         materialize_review_tasks(resources)
-        assert_complete_and_unique(server, env)
+        assert_complete_and_unique(server, review_env)
 
 
-def test_a_patch_applied_whose_answer_was_lost_is_not_sent_twice(env):
+def test_a_patch_applied_whose_answer_was_lost_is_not_sent_twice(review_env):
     state = CrashingAnnotations()
     state.ok, state.lost = 2, True
     with running_cvat_server(state=state) as server:
         state.add_user("alice"), state.add_user("bob")
-        materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, env)})
-        assert_complete_and_unique(server, env)
+        materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)})
+        assert_complete_and_unique(server, review_env)
 
 
-def test_frames_in_a_bucket_are_attached_through_the_cloud_storage(env, server):
+def test_frames_in_a_bucket_are_attached_through_the_cloud_storage(review_env, server):
     server.state.add_cloud_storage("demo-frames", id=7, default_size=(320, 240))
     materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, None)})
     tasks = our_tasks(server.state)
-    rows = candidates(env)
+    rows = candidates(review_env)
     assert [f.name for f in tasks[0].frames] == [r["frame_uri"].split("/", 3)[3] for r in rows[:8]]
     assert tasks[0].cloud_storage_id == 7 and tasks[0].use_cache and tasks[0].sorting_method == "predefined"
-    assert_complete_and_unique(server, env)
+    assert_complete_and_unique(server, review_env)
 
 
-def test_a_cloud_storage_of_another_bucket_is_refused(env, server):
+def test_a_cloud_storage_of_another_bucket_is_refused(review_env, server):
     server.state.add_cloud_storage("other-bucket", id=7)
     failed = materialize_review_tasks(
         {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, None)}, raise_on_error=False

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -214,14 +213,6 @@ def frame_uris_of_s3(client, bucket, fleet, task_ids) -> set[str]:
 # --- faults: nothing is written, and the message says what failed ------------------------------------------
 
 
-@pytest.fixture
-def local_labels(local_env, prepared_home, server, monkeypatch):
-    shutil.copytree(prepared_home, local_env)
-    monkeypatch.setenv("CVAT_URL", server.url)
-    monkeypatch.setenv("CVAT_ACCESS_TOKEN", server.token)
-    return local_env
-
-
 def local_defs(server, home: Path, config: FleetConfig | None = None, label_stores: LabelStoreResource | None = None, **cvat):
     config = config or load_fleet_config()
     resources = {**resources_for(current_settings(), config), "cvat": fast_cvat(server, home, **cvat)}
@@ -231,8 +222,8 @@ def local_defs(server, home: Path, config: FleetConfig | None = None, label_stor
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_failed_broken_or_hanging_exports_write_nothing_and_say_why(local_labels, server, where, request, monkeypatch):
-    home = local_labels
+def test_failed_broken_or_hanging_exports_write_nothing_and_say_why(review_env, server, where, request, monkeypatch):
+    home = review_env
     if where == "local":
         store, stores = LabelStore.local(home / "labels"), None
     else:
@@ -302,8 +293,8 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores_an_earlier_one(local_labels, server):
-    home = local_labels
+def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores_an_earlier_one(review_env, server):
+    home = review_env
     store = LabelStore.local(home / "labels")
     defs = local_defs(server, home)
     with dg.instance_for_test() as instance:

@@ -25,8 +25,11 @@ def iso(value: datetime | None) -> str | None:
 
 def basic_user(state: FakeCvatState, user_id: int | None, base: str) -> dict[str, Any] | None:
     user = state.users.get(user_id) if user_id is not None else None
-    if user is None:
-        return None
+    return None if user is None else _user_summary(user, base)
+
+
+def _user_summary(user: User, base: str) -> dict[str, Any]:
+    """CVAT's BasicUser fields; MetaUser adds to them."""
     return {
         "url": f"{base}/api/users/{user.id}",
         "id": user.id,
@@ -38,11 +41,7 @@ def basic_user(state: FakeCvatState, user_id: int | None, base: str) -> dict[str
 
 def meta_user(user: User, base: str) -> dict[str, Any]:
     return {
-        "url": f"{base}/api/users/{user.id}",
-        "id": user.id,
-        "username": user.username,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
+        **_user_summary(user, base),
         "email": user.email,
         "groups": ["admin"] if user.is_superuser else ["user"],
         "is_staff": user.is_superuser,
