@@ -21,9 +21,6 @@ DEMO_BUCKET = "demo-frames"
 IMAGE_SIZE = (320, 240)
 MALFORMED_KINDS = ("null_box", "nan_score", "inverted_box", "outside_image", "score_above_one", "unknown_class")
 
-FRAME_COLUMNS = ["frame_uri", "client", "camera_id", "model", "model_version", "captured_at", "image_width", "image_height"]
-BOX_COLUMNS = ["class_name", "score", "x_min", "y_min", "x_max", "y_max"]
-
 
 def write_demo_warehouse(
     config: FleetConfig,

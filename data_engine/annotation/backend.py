@@ -112,11 +112,6 @@ class TaskPage:
 class AnnotationBackend(ABC):
     """An annotation tool: projects per model, tasks per batch of frames, and their review state."""
 
-    @property
-    @abstractmethod
-    def web_url(self) -> str:
-        """Root URL of the tool's web UI (links in metadata)."""
-
     @abstractmethod
     def ensure_project(self, name: str, classes: list[str]) -> ProjectInfo:
         """Find the project by name or create it, so that every class is a rectangle label."""

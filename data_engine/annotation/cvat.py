@@ -125,10 +125,6 @@ class CvatBackend(AnnotationBackend):
                 f"CVAT server {self.url} runs {self.server_version}; this cvat-sdk supports {', '.join(SUPPORTED_SERVER_MINORS)}"
             )
 
-    @property
-    def web_url(self) -> str:
-        return self.url
-
     def close(self) -> None:
         self.client.close()
 
