@@ -20,7 +20,7 @@ def test_pandas_baseline_selects_like_the_duckdb_path(tmp_path):
     assert selection.compare(product, baseline) == []
     # The comparison is only worth something if every outcome and filter shows up at this size.
     assert set(product["status"]) == {
-        "selected", "already_selected", "over_filter_budget", "over_camera_budget", "over_day_budget"
+        "selected", "already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget", "over_day_budget"
     }
     reasons = {reason for joined in product["reasons"] for reason in joined.split(",")}
     assert reasons == {f.reason for f in selection_data.model_config().selection.filters}

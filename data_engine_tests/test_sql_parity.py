@@ -33,7 +33,7 @@ def warehouses(tmp_path_factory, bq_emulator):
     # query must exclude them and count them as already selected.
     model = config.models["municipals"]
     flagged = duck.run(queries.review_candidates_query("municipals", model, DAY)).table
-    valid, _ = split_checked(duck.run(queries.checked_predictions_query("municipals", model, DAY)).table)
+    valid, _ = split_checked(duck.run(queries.checked_query("checked_predictions", "municipals", model, DAY)).table)
     earlier = selected_candidates(flagged, valid).slice(0, 6)
     for warehouse in (duck, bq):
         for run, moment in (("old-run", dt.datetime(2026, 11, 23, 5, tzinfo=dt.timezone.utc)),
@@ -56,16 +56,17 @@ def _normalized(table: pa.Table) -> list[tuple]:
 
 def _statements(config):
     for model_name, model in config.models.items():
-        yield f"checked_predictions/{model_name}", queries.checked_predictions_query(model_name, model, DAY)
-        yield f"checked_empty_frames/{model_name}", queries.checked_empty_frames_query(model_name, model, DAY)
+        for statement in ("checked_predictions", "checked_frames", "checked_empty_frames"):
+            yield f"{statement}/{model_name}", queries.checked_query(statement, model_name, model, DAY)
         yield f"review_candidates/{model_name}", queries.review_candidates_query(model_name, model, DAY)
 
 
 def test_every_sql_file_is_covered():
     """A new file in sql/ must be added to the parity check below."""
     files = {p.relative_to(sql.sql_dir()).with_suffix("").as_posix() for p in sql.sql_dir().rglob("*.sql")}
-    covered = {"checked_predictions", "checked_empty_frames", "review_candidates", "review_selections_table",
-               "filters/size_class", "filters/class_overlap", "filters/confidence_band", "filters/empty_frames",
+    covered = {"checked_predictions", "checked_frames", "checked_empty_frames", "review_candidates",
+               "review_selections_table", "filters/size_class", "filters/class_overlap",
+               "filters/class_overlap_any_classes", "filters/confidence_band", "filters/empty_frames",
                "cvat_task_models"}
     assert files == covered
 
@@ -80,7 +81,7 @@ def test_bigquery_and_duckdb_return_the_same_rows(warehouses):
         assert on_duckdb.column_names == on_bigquery.column_names, name
         assert _normalized(on_duckdb) == _normalized(on_bigquery), name
         checked += 1
-    assert checked == 6
+    assert checked == 8
 
 
 def test_fixture_exercises_every_filter_and_drop(warehouses):
@@ -89,10 +90,11 @@ def test_fixture_exercises_every_filter_and_drop(warehouses):
     model = config.models["municipals"]
     flagged = duck.run(queries.review_candidates_query("municipals", model, DAY)).table
     statuses = set(flagged["status"].to_pylist())
-    assert statuses == {"selected", "already_selected", "over_filter_budget", "over_camera_budget", "over_day_budget"}
+    assert statuses == {"selected", "already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget",
+                        "over_day_budget"}
     reasons = {r for joined in flagged["reasons"].to_pylist() for r in joined.split(",")}
     assert reasons == {f.reason for f in model.selection.filters}
-    _, dropped = split_checked(duck.run(queries.checked_predictions_query("municipals", model, DAY)).table)
+    _, dropped = split_checked(duck.run(queries.checked_query("checked_predictions", "municipals", model, DAY)).table)
     assert set(dropped) == {"null_field", "nan_value", "inverted_box", "box_outside_image", "score_out_of_range",
                             "unknown_class"}
 
@@ -157,3 +159,21 @@ def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emul
         1: [("municipals", 1, True)], 2: [("municipals", 1, False)], 3: [("ENS", 1, True)], 4: [(None, 0, True)],
         5: [("municipals", 1, False)], 6: [("hand", 2, True), ("made", 2, True)], 7: [(None, 0, True)],
     }
+
+
+def test_valid_rows_filter_keeps_exactly_the_rows_without_a_drop_reason(warehouses):
+    """`... WHERE drop_reason IS NULL` over a checked statement is rendered as the negated checks inside it;
+    on both engines it must keep exactly the rows the checked statement labels valid."""
+    config, duck, bq = warehouses
+    model = config.models["municipals"]
+    checked = queries.checked_query("checked_predictions", "municipals", model, DAY)
+    valid_only = Query("valid_predictions", sql.inline_files(sql.sqlglot.parse_one(
+        "SELECT * FROM checked_predictions WHERE drop_reason IS NULL", read="bigquery")), checked.params)
+    rendered = valid_only.render("duckdb", {"predictions": "predictions"})
+    assert "drop_reason IS NULL" not in rendered and "NOT COALESCE(" in rendered
+    for warehouse in (duck, bq):
+        labelled = warehouse.run(checked).table
+        expected, dropped = split_checked(labelled)
+        assert sum(dropped.values()) > 0
+        kept = warehouse.run(valid_only).table.drop_columns(["drop_reason"])
+        assert _normalized(kept) == _normalized(expected)

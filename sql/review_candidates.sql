@@ -29,22 +29,8 @@ previously_selected AS (
   WHERE s.model = @model
 ),
 day_frames AS (
-  -- Frame attributes of the flagged frames only (a frame's detections all carry them).
-  SELECT
-    frame_uri,
-    MIN(client) AS client,
-    MIN(camera_id) AS camera_id,
-    MIN(model_version) AS model_version,
-    MIN(captured_at) AS captured_at,
-    MIN(image_width) AS image_width,
-    MIN(image_height) AS image_height
-  FROM detections
-  WHERE frame_uri IN (SELECT frame_uri FROM flagged)
-  GROUP BY frame_uri
-  UNION ALL
-  SELECT frame_uri, client, camera_id, model_version, captured_at, image_width, image_height
-  FROM empty_frames
-  WHERE frame_uri IN (SELECT frame_uri FROM flagged)
+  -- Each frame's own fields come from the frames table, which has one row per frame.
+  SELECT * FROM checked_frames WHERE drop_reason IS NULL
 ),
 hits AS (
   SELECT
@@ -70,50 +56,54 @@ flagged_frames AS (
     MIN(filter_rank) AS best_filter_rank,
     COUNT(*) AS reason_count,
     MIN(tiebreak) AS tiebreak,
-    MAX(CASE WHEN already_selected THEN 1 ELSE 0 END) = 1 AS already_selected,
-    MAX(CASE WHEN filter_budget IS NULL OR rank_in_filter <= filter_budget THEN 1 ELSE 0 END) = 1 AS within_filter_budget
+    LOGICAL_OR(already_selected) AS already_selected,
+    LOGICAL_OR(filter_budget IS NULL OR rank_in_filter <= filter_budget) AS within_filter_budget
   FROM ranked_hits
   GROUP BY frame_uri
 ),
-candidates AS (
-  SELECT ff.*, df.client, df.camera_id, df.model_version, df.captured_at, df.image_width, df.image_height
+eligible AS (
+  -- Frames still in the running for the camera and day budgets, with their own fields.
+  SELECT ff.frame_uri, ff.best_filter_rank, ff.reason_count, ff.tiebreak, df.client, df.camera_id,
+    df.model_version, df.captured_at, df.image_width, df.image_height
   FROM flagged_frames AS ff
   JOIN day_frames AS df ON df.frame_uri = ff.frame_uri
+  WHERE NOT ff.already_selected AND ff.within_filter_budget
 ),
 camera_ranked AS (
   SELECT
     frame_uri,
     ROW_NUMBER() OVER (PARTITION BY camera_id ORDER BY best_filter_rank, reason_count DESC, tiebreak) AS rank_in_camera
-  FROM candidates
-  WHERE NOT already_selected AND within_filter_budget
+  FROM eligible
 ),
 day_ranked AS (
   SELECT
-    c.frame_uri,
-    ROW_NUMBER() OVER (ORDER BY c.best_filter_rank, c.reason_count DESC, c.tiebreak) AS rank_in_day
-  FROM candidates AS c
-  JOIN camera_ranked AS cr ON cr.frame_uri = c.frame_uri
+    e.frame_uri,
+    ROW_NUMBER() OVER (ORDER BY e.best_filter_rank, e.reason_count DESC, e.tiebreak) AS rank_in_day
+  FROM eligible AS e
+  JOIN camera_ranked AS cr ON cr.frame_uri = e.frame_uri
   WHERE cr.rank_in_camera <= @max_frames_per_camera_per_day
 )
 SELECT
-  c.frame_uri,
-  c.client,
-  c.camera_id,
-  c.model_version,
-  c.captured_at,
-  c.image_width,
-  c.image_height,
-  c.reasons,
-  c.best_filter_rank,
-  c.reason_count,
-  c.tiebreak,
+  ff.frame_uri,
+  e.client,
+  e.camera_id,
+  e.model_version,
+  e.captured_at,
+  e.image_width,
+  e.image_height,
+  ff.reasons,
+  ff.best_filter_rank,
+  ff.reason_count,
+  ff.tiebreak,
   CASE
-    WHEN c.already_selected THEN 'already_selected'
-    WHEN NOT c.within_filter_budget THEN 'over_filter_budget'
+    WHEN ff.already_selected THEN 'already_selected'
+    WHEN NOT ff.within_filter_budget THEN 'over_filter_budget'
+    WHEN e.frame_uri IS NULL THEN 'no_frame_row'
     WHEN cr.rank_in_camera > @max_frames_per_camera_per_day THEN 'over_camera_budget'
     WHEN dr.rank_in_day > @max_frames_per_day THEN 'over_day_budget'
     ELSE 'selected'
   END AS status
-FROM candidates AS c
-LEFT JOIN camera_ranked AS cr ON cr.frame_uri = c.frame_uri
-LEFT JOIN day_ranked AS dr ON dr.frame_uri = c.frame_uri
+FROM flagged_frames AS ff
+LEFT JOIN eligible AS e ON e.frame_uri = ff.frame_uri
+LEFT JOIN camera_ranked AS cr ON cr.frame_uri = ff.frame_uri
+LEFT JOIN day_ranked AS dr ON dr.frame_uri = ff.frame_uri

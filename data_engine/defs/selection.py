@@ -44,12 +44,13 @@ def _cost_metadata(result: "QueryResult") -> dict[str, object]:
 def build_selection_defs(config: FleetConfig) -> dg.Definitions:
     partitions = daily_model_partitions(config)
 
-    def pull_checked(context: dg.AssetExecutionContext, warehouse: WarehouseResource, build_query):
-        """Run a `checked_*` query for the partition: its valid rows, and metadata on the dropped ones."""
+    def pull_checked(context: dg.AssetExecutionContext, warehouse: WarehouseResource, statement: str):
+        """Run a `checked_*` statement for the partition: its valid rows, and metadata on the dropped ones."""
         from data_engine.selection.candidates import split_checked
+        from data_engine.selection.queries import checked_query
 
         model, day = model_and_day(context)
-        result = warehouse.open().run(build_query(model, config.models[model], day), _labels(context, model))
+        result = warehouse.open().run(checked_query(statement, model, config.models[model], day), _labels(context, model))
         valid, dropped = split_checked(result.table)
         metadata = {
             "rows_dropped": sum(dropped.values()),
@@ -63,9 +64,7 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         """The model's production detections of the day. Malformed rows (NULL or NaN fields, inverted or
         out-of-image boxes, scores outside [0, 1], classes or cameras unknown to the model) are dropped and
         counted, never crashed on."""
-        from data_engine.selection.queries import checked_predictions_query
-
-        valid, metadata = pull_checked(context, warehouse, checked_predictions_query)
+        valid, metadata = pull_checked(context, warehouse, "checked_predictions")
         return dg.Output(
             valid,
             metadata={
@@ -80,9 +79,7 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"sql", "parquet"})
     def empty_frames(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
         """Frames of the day on which the model detected nothing at all; missed objects hide there."""
-        from data_engine.selection.queries import checked_empty_frames_query
-
-        valid, metadata = pull_checked(context, warehouse, checked_empty_frames_query)
+        valid, metadata = pull_checked(context, warehouse, "checked_empty_frames")
         return dg.Output(
             valid,
             metadata={

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 BOX_FIELDS = ["class_name", "score", "x_min", "y_min", "x_max", "y_max"]
 CANDIDATE_COLUMNS = ["frame_uri", "client", "camera_id", "model_version", "captured_at", "image_width", "image_height"]
-DROP_STATUSES = ("already_selected", "over_filter_budget", "over_camera_budget", "over_day_budget")
+DROP_STATUSES = ("already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget", "over_day_budget")
 
 
 def split_checked(checked: pa.Table) -> tuple[pa.Table, dict[str, int]]:

@@ -9,7 +9,6 @@ parameters get a per-filter prefix; the fragments are unioned into the `flagged`
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 
 import sqlglot
 from sqlglot import exp
@@ -35,14 +34,10 @@ def _day_params(model_name: str, model: ModelConfig, day: dt.date) -> dict[str, 
     return {"model": model_name, "classes": list(model.classes), "cameras": model.cameras, **day_window(day)}
 
 
-def checked_predictions_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
-    expression = sql.load("checked_predictions")
-    return Query("checked_predictions", expression, _pick(expression, _day_params(model_name, model, day)))
-
-
-def checked_empty_frames_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
-    expression = sql.load("checked_empty_frames")
-    return Query("checked_empty_frames", expression, _pick(expression, _day_params(model_name, model, day)))
+def checked_query(statement: str, model_name: str, model: ModelConfig, day: dt.date) -> Query:
+    """A `checked_*` statement of one model-day: every row with its drop_reason (NULL when valid)."""
+    expression = sql.load(statement)
+    return Query(statement, expression, _pick(expression, _day_params(model_name, model, day)))
 
 
 def review_candidates_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
@@ -69,7 +64,7 @@ def _compile_filter(selection_filter: SelectionFilter, rank: int, model: ModelCo
     """One branch of `flagged`: the filter's fragment, scoped, with prefixed parameters."""
     prefix = f"f{rank}_"
     source = "empty_frames" if isinstance(selection_filter, EmptyFramesFilter) else "detections"
-    fragment = sql.load(f"filters/{selection_filter.kind}")
+    fragment = sql.load(f"filters/{_fragment_name(selection_filter)}")
     params = _filter_params(selection_filter, model)
     scope = []
     if selection_filter.clients:
@@ -94,6 +89,13 @@ def _compile_filter(selection_filter: SelectionFilter, rank: int, model: ModelCo
     return branch, {prefix + name: value for name, value in params.items() if value is not None}
 
 
+def _fragment_name(selection_filter: SelectionFilter) -> str:
+    """The file in `sql/filters/` for a filter: its kind, or the any-classes variant of class_overlap."""
+    if isinstance(selection_filter, ClassOverlapFilter) and not selection_filter.class_pairs:
+        return "class_overlap_any_classes"
+    return selection_filter.kind
+
+
 def _filter_params(selection_filter: SelectionFilter, model: ModelConfig) -> dict[str, object]:
     if isinstance(selection_filter, SizeClassFilter):
         return {
@@ -102,8 +104,8 @@ def _filter_params(selection_filter: SelectionFilter, model: ModelConfig) -> dic
             "max_area_fraction": selection_filter.max_area_fraction,
         }
     if isinstance(selection_filter, ClassOverlapFilter):
-        named = selection_filter.class_pairs or itertools.combinations(model.classes, 2)
-        return {"min_iou": selection_filter.min_iou, "class_pairs": ["|".join(sorted(pair)) for pair in named]}
+        pairs = ["|".join(sorted(pair)) for pair in selection_filter.class_pairs or []]
+        return {"min_iou": selection_filter.min_iou, "class_pairs": pairs or None}
     if isinstance(selection_filter, ConfidenceBandFilter):
         return {
             "classes": list(selection_filter.classes or model.classes),

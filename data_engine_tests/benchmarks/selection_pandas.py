@@ -64,19 +64,20 @@ def select_candidates(
     )
     detections = p[valid.fillna(False).astype(bool)]
 
-    # Frames with no prediction row at all that day (malformed rows count as predictions), then checked.
-    # An anti-join by merge: Series.isin() with millions of values is slow on pandas' Arrow strings.
-    seen = frames[["frame_uri"]].merge(
+    # Valid frames (checked_frames with drop_reason NULL), and among them the frames with no prediction row
+    # at all that day (malformed rows count as predictions). An anti-join by merge: Series.isin() with
+    # millions of values is slow on pandas' Arrow strings.
+    frames_valid = (
+        frames[REQUIRED_FIELDS].notna().all(axis=1)
+        & (frames["image_width"] > 0)
+        & (frames["image_height"] > 0)
+        & frames["camera_id"].isin(cameras)
+    )
+    day_frames = frames[frames_valid.fillna(False).astype(bool)]
+    seen = day_frames[["frame_uri"]].merge(
         predictions[["frame_uri"]].drop_duplicates(), on="frame_uri", how="left", indicator=True
     )["_merge"].to_numpy() == "both"
-    f = frames[~seen]
-    empty_valid = (
-        f[REQUIRED_FIELDS].notna().all(axis=1)
-        & (f["image_width"] > 0)
-        & (f["image_height"] > 0)
-        & f["camera_id"].isin(cameras)
-    )
-    empty_frames = f[empty_valid.fillna(False).astype(bool)]
+    empty_frames = day_frames[~seen]
 
     # Each filter flags frame URIs.
     hits = []
@@ -132,17 +133,15 @@ def select_candidates(
     reasons = {bits: ",".join(n for i, n in enumerate(names) if bits >> i & 1) for bits in flagged["filter_bits"].unique()}
     flagged["reasons"] = flagged["filter_bits"].map(reasons)
 
-    # The frame's own fields: the minimum of each over its detections, or the empty frame's row.
-    day_frames = pd.concat(
-        [detections.groupby("frame_uri")[FRAME_FIELDS[1:]].min(), empty_frames.set_index("frame_uri")[FRAME_FIELDS[1:]]]
-    )
-    candidates = flagged.join(day_frames, how="inner").reset_index()
+    # The frame's own fields come from its row in the frames table; a frame without a valid one is dropped.
+    candidates = flagged.join(day_frames.set_index("frame_uri")[FRAME_FIELDS[1:]], how="left").reset_index()
 
     # Camera then day budgets, in priority order: first filter, more reasons, tiebreak.
     candidates = candidates.sort_values(
         ["best_filter_rank", "reason_count", "tiebreak"], ascending=[True, False, True], ignore_index=True
     )
-    eligible = ~candidates["already_selected"] & candidates["within_filter_budget"]
+    has_frame_row = candidates["camera_id"].notna()
+    eligible = ~candidates["already_selected"] & candidates["within_filter_budget"] & has_frame_row
     rank_in_camera = candidates[eligible].groupby("camera_id").cumcount() + 1
     within_camera = rank_in_camera[rank_in_camera <= selection.max_frames_per_camera_per_day]
     rank_in_day = pd.Series(np.arange(1, len(within_camera) + 1), index=within_camera.index)
@@ -152,10 +151,11 @@ def select_candidates(
         [
             candidates["already_selected"],
             ~candidates["within_filter_budget"],
+            ~has_frame_row,
             candidates["rank_in_camera"] > selection.max_frames_per_camera_per_day,
             candidates["rank_in_day"] > selection.max_frames_per_day,
         ],
-        ["already_selected", "over_filter_budget", "over_camera_budget", "over_day_budget"],
+        ["already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget", "over_day_budget"],
         default="selected",
     )
     return candidates
