@@ -80,6 +80,12 @@ BAD_CONFIGS = {
         lambda f: f["models"]["ENS"]["classes"].append("Glass|Jar"),
         ["models.ENS", "class 'Glass|Jar' contains '|'"],
     ),
+    "more filters than the bits of a frame's filter mask": (
+        lambda f: _filters(f).extend(
+            {"kind": "confidence_band", "name": f"band_{i}", "min_score": 0.1, "max_score": 0.2} for i in range(60)
+        ),
+        ["models.municipals.selection.filters", "at most 62 items"],
+    ),
     "two filters with one name": (
         lambda f: _filters(f).append({"kind": "confidence_band", "min_score": 0.1, "max_score": 0.2}),
         ["duplicate filter name", "confidence_band"],

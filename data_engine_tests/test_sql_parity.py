@@ -11,7 +11,7 @@ import pytest
 
 from data_engine.config import load_fleet_config
 from data_engine.selection import queries
-from data_engine.selection.candidates import ledger_rows, selected_candidates, split_checked
+from data_engine.selection.candidates import ledger_rows, reasons_of, selected_candidates, split_checked
 from data_engine.warehouse import sql
 from data_engine.warehouse.sql import Query
 from data_engine_tests.warehouse_fixtures import copy_to_bigquery, write_duckdb_fixture
@@ -34,7 +34,8 @@ def warehouses(tmp_path_factory, bq_emulator):
     model = config.models["municipals"]
     flagged = duck.run(queries.review_candidates_query("municipals", model, DAY)).table
     valid, _ = split_checked(duck.run(queries.checked_query("checked_predictions", "municipals", model, DAY)).table)
-    earlier = selected_candidates(flagged, valid).slice(0, 6)
+    filter_names = [f.reason for f in model.selection.filters]
+    earlier = selected_candidates(flagged, valid, filter_names).slice(0, 6)
     for warehouse in (duck, bq):
         for run, moment in (("old-run", dt.datetime(2026, 11, 23, 5, tzinfo=dt.timezone.utc)),
                             ("new-run", dt.datetime(2026, 11, 23, 6, tzinfo=dt.timezone.utc))):
@@ -92,8 +93,9 @@ def test_fixture_exercises_every_filter_and_drop(warehouses):
     statuses = set(flagged["status"].to_pylist())
     assert statuses == {"selected", "already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget",
                         "over_day_budget"}
-    reasons = {r for joined in flagged["reasons"].to_pylist() for r in joined.split(",")}
-    assert reasons == {f.reason for f in model.selection.filters}
+    filter_names = [f.reason for f in model.selection.filters]
+    reasons = {r for mask in flagged["filter_mask"].to_pylist() for r in reasons_of(mask, filter_names)}
+    assert reasons == set(filter_names)
     _, dropped = split_checked(duck.run(queries.checked_query("checked_predictions", "municipals", model, DAY)).table)
     assert set(dropped) == {"null_field", "nan_value", "inverted_box", "box_outside_image", "score_out_of_range",
                             "unknown_class"}

@@ -3,7 +3,9 @@
 -- built. Frames selected on an earlier day are excluded, then per-filter, per-camera and per-day budgets
 -- are applied in a deterministic priority order: first configured filter first, then frames flagged by
 -- more filters, then a hash of the frame URI (a stable pseudo-random order).
--- Returns every flagged frame with its `status`, so that dropped frames can be counted.
+-- Returns every flagged frame with its `status`, so that dropped frames can be counted, and its
+-- `filter_mask`: bit i is set when the i-th configured filter flagged it (the caller maps bits to filter
+-- names; an ordered STRING_AGG of names per frame costs a third of the budget step on DuckDB).
 WITH
 detections AS (
   SELECT * FROM checked_predictions WHERE drop_reason IS NULL
@@ -12,8 +14,8 @@ empty_frames AS (
   SELECT * FROM checked_empty_frames WHERE drop_reason IS NULL
 ),
 flagged AS (
-  -- Placeholder with the shape of a compiled filter: frame_uri, reason, filter_rank, filter_budget.
-  SELECT frame_uri, 'none' AS reason, 0 AS filter_rank, CAST(NULL AS INT64) AS filter_budget FROM detections WHERE FALSE
+  -- Placeholder with the shape of a compiled filter: frame_uri, filter_rank, filter_budget.
+  SELECT frame_uri, 0 AS filter_rank, CAST(NULL AS INT64) AS filter_budget FROM detections WHERE FALSE
 ),
 latest_selection_runs AS (
   SELECT selected_date, MAX(selected_at) AS selected_at
@@ -35,7 +37,6 @@ day_frames AS (
 hits AS (
   SELECT
     fl.frame_uri,
-    fl.reason,
     fl.filter_rank,
     fl.filter_budget,
     ps.frame_uri IS NOT NULL AS already_selected,
@@ -46,13 +47,13 @@ hits AS (
 ranked_hits AS (
   SELECT
     *,
-    ROW_NUMBER() OVER (PARTITION BY reason, already_selected ORDER BY tiebreak) AS rank_in_filter
+    ROW_NUMBER() OVER (PARTITION BY filter_rank, already_selected ORDER BY tiebreak) AS rank_in_filter
   FROM hits
 ),
 flagged_frames AS (
   SELECT
     frame_uri,
-    STRING_AGG(reason, ',' ORDER BY filter_rank) AS reasons,
+    BIT_OR(CAST(1 AS INT64) << filter_rank) AS filter_mask,
     MIN(filter_rank) AS best_filter_rank,
     COUNT(*) AS reason_count,
     MIN(tiebreak) AS tiebreak,
@@ -91,7 +92,7 @@ SELECT
   e.captured_at,
   e.image_width,
   e.image_height,
-  ff.reasons,
+  ff.filter_mask,
   ff.best_filter_rank,
   ff.reason_count,
   ff.tiebreak,

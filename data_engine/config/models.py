@@ -137,7 +137,8 @@ class SelectionConfig(_Strict):
     start_date: dt.date
     max_frames_per_day: int = Field(ge=0)
     max_frames_per_camera_per_day: int = Field(ge=0)
-    filters: list[SelectionFilter] = Field(default_factory=list)
+    # A frame's filters come back from the warehouse as the bits of one INT64 (bit i: the i-th filter).
+    filters: list[SelectionFilter] = Field(default_factory=list, max_length=62)
 
 
 class SplitRatios(_Strict):

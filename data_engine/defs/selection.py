@@ -108,10 +108,11 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         if day < model_config.selection.start_date:
             context.log.info(f"{day} is before {model}'s selection start_date {model_config.selection.start_date}")
             flagged = flagged.slice(0, 0)
-        candidates = selected_candidates(flagged, predictions)
+        filter_names = [selection_filter.reason for selection_filter in model_config.selection.filters]
+        candidates = selected_candidates(flagged, predictions, filter_names)
         now = dt.datetime.now(dt.timezone.utc)
         store.append("review_selections", ledger_rows(model, day, candidates, context.run.run_id, now))
-        counts = selection_counts(flagged, candidates)
+        counts = selection_counts(flagged, candidates, filter_names)
         preview = [
             {
                 "priority": row["priority"],

@@ -23,7 +23,12 @@ def split_checked(checked: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     return checked.filter(is_valid).drop_columns(["drop_reason"]), dict(sorted(dropped.items()))
 
 
-def selected_candidates(flagged: pa.Table, predictions: pa.Table) -> pa.Table:
+def reasons_of(filter_mask: int, filter_names: list[str]) -> list[str]:
+    """The names of the filters whose bit is set in a frame's `filter_mask` (bit i: the i-th filter)."""
+    return [name for bit, name in enumerate(filter_names) if filter_mask >> bit & 1]
+
+
+def selected_candidates(flagged: pa.Table, predictions: pa.Table, filter_names: list[str]) -> pa.Table:
     """The selected frames in priority order, with their reasons as a list and their predictions attached."""
     selected = flagged.filter(pc.equal(flagged["status"], "selected")).sort_by(
         [("best_filter_rank", "ascending"), ("reason_count", "descending"), ("tiebreak", "ascending")]
@@ -41,20 +46,26 @@ def selected_candidates(flagged: pa.Table, predictions: pa.Table) -> pa.Table:
     positions = pc.index_in(selected["frame_uri"], value_set=rows_per_frame["frame_uri"].combine_chunks())
     attached = boxes_per_frame.take(positions)
     no_boxes = pa.array([[]] * selected.num_rows, boxes_per_frame.type)
+    reasons = [reasons_of(mask, filter_names) for mask in selected["filter_mask"].to_pylist()]
     return selected.select(CANDIDATE_COLUMNS).append_column(
-        "reasons", pc.split_pattern(selected["reasons"], ",")
+        "reasons", pa.array(reasons, pa.list_(pa.string()))
     ).append_column(
         "predictions", pc.if_else(pc.is_null(attached), no_boxes, attached)
     ).append_column("priority", pa.array(range(1, selected.num_rows + 1), pa.int64()))
 
-def selection_counts(flagged: pa.Table, candidates: pa.Table) -> dict[str, dict[str, int]]:
+
+def selection_counts(flagged: pa.Table, candidates: pa.Table, filter_names: list[str]) -> dict[str, dict[str, int]]:
     """The numbers a reviewer checks: flagged and selected per filter, selected per camera and class, drops."""
-    flagged_rows = flagged.select(["reasons", "status"]).to_pylist()
-    flagged_per_filter = Counter(r for row in flagged_rows for r in row["reasons"].split(","))
+    masks = flagged["filter_mask"]
+    flagged_per_filter = {
+        name: count
+        for bit, name in enumerate(filter_names)
+        if (count := pc.sum(pc.not_equal(pc.bit_wise_and(masks, 1 << bit), 0)).as_py() or 0)
+    }
     selected_per_filter = Counter(r for reasons in candidates["reasons"].to_pylist() for r in reasons)
-    statuses = Counter(row["status"] for row in flagged_rows)
+    statuses = {row["values"]: row["counts"] for row in pc.value_counts(flagged["status"]).to_pylist()}
     return {
-        "flagged_per_filter": dict(flagged_per_filter),
+        "flagged_per_filter": flagged_per_filter,
         "selected_per_filter": {name: selected_per_filter.get(name, 0) for name in flagged_per_filter},
         "selected_per_camera": dict(Counter(candidates["camera_id"].to_pylist())),
         "predictions_per_class": dict(

@@ -77,12 +77,10 @@ def _compile_filter(selection_filter: SelectionFilter, rank: int, model: ModelCo
         scoped = sqlglot.parse_one(f"SELECT * FROM {source} WHERE {' AND '.join(scope)}", read="bigquery")
         sql.replace_table(fragment, source, scoped)
     sql.prefix_parameters(fragment, prefix)
-    params["reason"] = selection_filter.reason
     params["max_frames"] = selection_filter.max_frames
     budget = "CAST(NULL AS INT64)" if selection_filter.max_frames is None else "@max_frames"
     branch = sqlglot.parse_one(
-        f"SELECT frame_uri, @reason AS reason, {rank} AS filter_rank, {budget} AS filter_budget FROM flagged_by_filter",
-        read="bigquery",
+        f"SELECT frame_uri, {rank} AS filter_rank, {budget} AS filter_budget FROM flagged_by_filter", read="bigquery"
     )
     sql.prefix_parameters(branch, prefix)
     sql.replace_table(branch, "flagged_by_filter", fragment)

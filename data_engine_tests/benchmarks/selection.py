@@ -10,7 +10,7 @@ each in a fresh subprocess so that peak memory is measured on its own:
 - pandas: `selection_pandas`, the same selection semantics in idiomatic pandas, loading the day's rows
   from the same DuckDB file (its load time counts, as the DuckDB path's scan does).
 
-Both must flag the same frames with the same status and reasons, or the benchmark fails. Targets (from the
+Both must flag the same frames with the same status and filters, or the benchmark fails. Targets (from the
 issue): DuckDB at least 10x faster and at most 1/4 of the pandas peak memory. They are reported, not
 asserted.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 SPEEDUP_TARGET = 10.0
 MEMORY_RATIO_TARGET = 0.25
-KEY_COLUMNS = ["frame_uri", "status", "reasons"]
+KEY_COLUMNS = ["frame_uri", "status", "filter_mask"]
 
 
 def run_duckdb(path: Path):
@@ -53,15 +53,15 @@ def run_pandas(path: Path):
 
 
 def keys(result):
-    """(frame_uri, status, reasons) of a result, sorted by frame_uri, as a pandas DataFrame."""
+    """(frame_uri, status, filter_mask) of a result, sorted by frame_uri, as a pandas DataFrame."""
     import pandas as pd
 
     frame = result.select(KEY_COLUMNS).to_pandas() if not isinstance(result, pd.DataFrame) else result[KEY_COLUMNS]
-    return frame.astype(str).sort_values("frame_uri", ignore_index=True)
+    return frame.astype({"frame_uri": str, "status": str, "filter_mask": "int64"}).sort_values("frame_uri", ignore_index=True)
 
 
 def compare(duckdb_keys, pandas_keys) -> list[str]:
-    """Differences between the two results' (frame_uri, status, reasons), as lines; empty when equal."""
+    """Differences between the two results' (frame_uri, status, filter_mask), as lines; empty when equal."""
     merged = duckdb_keys.merge(pandas_keys, on="frame_uri", how="outer", suffixes=("_duckdb", "_pandas"), indicator=True)
     problems = []
     only = merged[merged["_merge"] != "both"]
@@ -71,7 +71,7 @@ def compare(duckdb_keys, pandas_keys) -> list[str]:
             engine = "duckdb" if side == "left_only" else "pandas"
             problems.append(f"{len(rows)} frames only in the {engine} result, e.g. {rows['frame_uri'].head(3).tolist()}")
     both = merged[merged["_merge"] == "both"]
-    for column in ("status", "reasons"):
+    for column in ("status", "filter_mask"):
         differ = both[both[f"{column}_duckdb"] != both[f"{column}_pandas"]]
         if len(differ):
             example = differ.head(3)[["frame_uri", f"{column}_duckdb", f"{column}_pandas"]].to_dict("records")
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             print("MISMATCH between the DuckDB path and the pandas baseline:\n  " + "\n  ".join(problems))
             return 1
         statuses = pd.read_parquet(results["duckdb"]["keys"])["status"].value_counts().to_dict()
-        print(f"both flag {results['duckdb']['rows']:,} frames with identical status and reasons: {statuses}")
+        print(f"both flag {results['duckdb']['rows']:,} frames with identical status and filters: {statuses}")
 
     print(f"\n{'engine':<8} {'seconds':>9} {'peak RSS MiB':>13} {'(VmHWM MiB)':>12} {'RSS after imports MiB':>22}")
     for engine, r in results.items():

@@ -3,7 +3,7 @@
 This is the straightforward way a data scientist would do it: load the model-day's rows into DataFrames
 (one partition's worth, like reading that day's files), then boolean masks per filter, a self-merge on
 frame_uri within frames for class overlaps, groupby/cumcount for the budgets. It must return exactly the
-product's (frame_uri, status, reasons); `data_engine_tests/test_benchmarks_smoke.py` keeps it that way.
+product's (frame_uri, status, filter_mask); `data_engine_tests/test_benchmarks_smoke.py` keeps it that way.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def load_day(path: Path, model_name: str, day: dt.date) -> tuple[pd.DataFrame, p
 def select_candidates(
     predictions: pd.DataFrame, frames: pd.DataFrame, ledger: pd.DataFrame, model: ModelConfig, day: dt.date
 ) -> pd.DataFrame:
-    """Every flagged frame with `reasons`, `status` and the frame's fields, like the product's query."""
+    """Every flagged frame with `filter_mask`, `status` and the frame's fields, like the product's query."""
     classes, cameras = list(model.classes), model.cameras
     selection = model.selection
 
@@ -92,13 +92,12 @@ def select_candidates(
             pd.DataFrame(
                 {
                     "frame_uri": uris,
-                    "reason": selection_filter.reason,
                     "filter_rank": rank,
                     "filter_budget": np.nan if selection_filter.max_frames is None else selection_filter.max_frames,
                 }
             )
         )
-    columns = ["frame_uri", "reason", "filter_rank", "filter_budget"]
+    columns = ["frame_uri", "filter_rank", "filter_budget"]
     hits = pd.concat(hits, ignore_index=True) if hits else pd.DataFrame(columns=columns)
 
     # Frames selected on an earlier day: the latest run of each earlier date counts.
@@ -113,25 +112,21 @@ def select_candidates(
     hits["tiebreak"] = hits["frame_uri"].map(tiebreak)
 
     # Per-filter budgets, counted among frames not already selected (and separately among those that are).
-    hits = hits.sort_values(["reason", "already_selected", "tiebreak"])
-    hits["rank_in_filter"] = hits.groupby(["reason", "already_selected"]).cumcount() + 1
+    hits = hits.sort_values(["filter_rank", "already_selected", "tiebreak"])
+    hits["rank_in_filter"] = hits.groupby(["filter_rank", "already_selected"]).cumcount() + 1
     hits["within_filter_budget"] = hits["filter_budget"].isna() | (hits["rank_in_filter"] <= hits["filter_budget"])
 
-    # One row per frame. Its reasons in filter order come from a bit mask of its filters' ranks (a Python
-    # ",".join per group is several times slower on a million frames). Summing the bits is an OR because a
+    # One row per frame, with the bit mask of its filters' ranks. Summing the bits is an OR because a
     # filter flags a frame once (frame_uri is unique per frame, DESIGN.md).
     hits["filter_bit"] = np.left_shift(1, hits["filter_rank"].to_numpy(dtype=np.int64))
     flagged = hits.groupby("frame_uri").agg(
-        filter_bits=("filter_bit", "sum"),
+        filter_mask=("filter_bit", "sum"),
         best_filter_rank=("filter_rank", "min"),
-        reason_count=("reason", "size"),
+        reason_count=("filter_rank", "size"),
         tiebreak=("tiebreak", "min"),
         already_selected=("already_selected", "any"),
         within_filter_budget=("within_filter_budget", "any"),
     )
-    names = [selection_filter.reason for selection_filter in selection.filters]
-    reasons = {bits: ",".join(n for i, n in enumerate(names) if bits >> i & 1) for bits in flagged["filter_bits"].unique()}
-    flagged["reasons"] = flagged["filter_bits"].map(reasons)
 
     # The frame's own fields come from its row in the frames table; a frame without a valid one is dropped.
     candidates = flagged.join(day_frames.set_index("frame_uri")[FRAME_FIELDS[1:]], how="left").reset_index()
