@@ -69,6 +69,8 @@ def test_selection_job_selects_within_budgets_with_reasons_and_predictions(local
     assert metadata["frames_flagged"] == metadata["frames_selected"] + metadata["frames_dropped"]
     assert "| over_camera_budget |" in metadata["frames_dropped_by_reason"]
     assert "| confidence_band |" in metadata["selected_per_filter"]
+    # Every filter flags frames on the demo day; the counts come from each frame's filter bits.
+    assert all(f"| {name} |" in metadata["flagged_per_filter"] for name in filter_names)
     assert "frame_uri" in metadata["preview"]
 
     predictions = _metadata(result, "predictions")
