@@ -67,7 +67,8 @@ def test_every_sql_file_is_covered():
     files = {p.relative_to(sql.sql_dir()).with_suffix("").as_posix() for p in sql.sql_dir().rglob("*.sql")}
     covered = {"checked_predictions", "checked_frames", "checked_empty_frames", "review_candidates",
                "review_selections_table", "filters/size_class", "filters/class_overlap",
-               "filters/class_overlap_any_classes", "filters/confidence_band", "filters/empty_frames",
+               "filters/class_overlap_any_classes", "frames_with_overlapping_boxes", "filters/confidence_band",
+               "filters/empty_frames",
                "cvat_task_models"}
     assert files == covered
 

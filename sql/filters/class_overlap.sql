@@ -1,8 +1,8 @@
--- class_overlap: two detections of different classes in one frame whose IoU is at least @min_iou, for
--- the class pairs in @class_pairs ("first|second", first < second; every pair of the model's classes
--- when the filter names none). Each detection meets only its partner classes in its own frame: an
--- equi-join on (frame, class), so the work grows with detections per frame, never with the square of
--- the day's detections. IoU >= t is tested as intersection >= t * union to avoid dividing.
+-- class_overlap with class pairs named: two detections in one frame whose IoU is at least @min_iou, of
+-- one of the pairs in @class_pairs ("first|second", first < second). Each detection meets only the
+-- detections of its partner classes in its own frame: an equi-join on (frame, class), so the work grows
+-- with detections per frame, never with the square of the day's detections. (With no pairs named,
+-- class_overlap_any_classes.sql joins on the frame alone.)
 WITH pairs AS (
   SELECT
     SPLIT(pair, '|')[OFFSET(0)] AS first_class,
@@ -18,17 +18,13 @@ seconds AS (
   SELECT frame_uri, class_name, x_min, y_min, x_max, y_max
   FROM detections
   WHERE class_name IN (SELECT second_class FROM pairs)
+),
+box_pairs AS (
+  SELECT
+    a.frame_uri,
+    a.x_min AS a_x_min, a.y_min AS a_y_min, a.x_max AS a_x_max, a.y_max AS a_y_max,
+    b.x_min AS b_x_min, b.y_min AS b_y_min, b.x_max AS b_x_max, b.y_max AS b_y_max
+  FROM firsts AS a
+  JOIN seconds AS b ON a.frame_uri = b.frame_uri AND a.partner_class = b.class_name
 )
-SELECT DISTINCT a.frame_uri
-FROM firsts AS a
-JOIN seconds AS b
-  ON a.frame_uri = b.frame_uri
-  AND a.partner_class = b.class_name
-  AND a.x_min < b.x_max AND b.x_min < a.x_max
-  AND a.y_min < b.y_max AND b.y_min < a.y_max
-WHERE (LEAST(a.x_max, b.x_max) - GREATEST(a.x_min, b.x_min)) * (LEAST(a.y_max, b.y_max) - GREATEST(a.y_min, b.y_min))
-  >= @min_iou * (
-    (a.x_max - a.x_min) * (a.y_max - a.y_min)
-    + (b.x_max - b.x_min) * (b.y_max - b.y_min)
-    - (LEAST(a.x_max, b.x_max) - GREATEST(a.x_min, b.x_min)) * (LEAST(a.y_max, b.y_max) - GREATEST(a.y_min, b.y_min))
-  )
+SELECT frame_uri FROM frames_with_overlapping_boxes
