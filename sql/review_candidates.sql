@@ -72,26 +72,25 @@ eligible AS (
 ),
 camera_ranked AS (
   SELECT
-    frame_uri,
+    *,
     ROW_NUMBER() OVER (PARTITION BY camera_id ORDER BY best_filter_rank, reason_count DESC, tiebreak) AS rank_in_camera
   FROM eligible
 ),
 day_ranked AS (
   SELECT
-    e.frame_uri,
-    ROW_NUMBER() OVER (ORDER BY e.best_filter_rank, e.reason_count DESC, e.tiebreak) AS rank_in_day
-  FROM eligible AS e
-  JOIN camera_ranked AS cr ON cr.frame_uri = e.frame_uri
-  WHERE cr.rank_in_camera <= @max_frames_per_camera_per_day
+    frame_uri,
+    ROW_NUMBER() OVER (ORDER BY best_filter_rank, reason_count DESC, tiebreak) AS rank_in_day
+  FROM camera_ranked
+  WHERE rank_in_camera <= @max_frames_per_camera_per_day
 )
 SELECT
   ff.frame_uri,
-  e.client,
-  e.camera_id,
-  e.model_version,
-  e.captured_at,
-  e.image_width,
-  e.image_height,
+  cr.client,
+  cr.camera_id,
+  cr.model_version,
+  cr.captured_at,
+  cr.image_width,
+  cr.image_height,
   ff.filter_mask,
   ff.best_filter_rank,
   ff.reason_count,
@@ -99,12 +98,11 @@ SELECT
   CASE
     WHEN ff.already_selected THEN 'already_selected'
     WHEN NOT ff.within_filter_budget THEN 'over_filter_budget'
-    WHEN e.frame_uri IS NULL THEN 'no_frame_row'
+    WHEN cr.frame_uri IS NULL THEN 'no_frame_row'
     WHEN cr.rank_in_camera > @max_frames_per_camera_per_day THEN 'over_camera_budget'
     WHEN dr.rank_in_day > @max_frames_per_day THEN 'over_day_budget'
     ELSE 'selected'
   END AS status
 FROM flagged_frames AS ff
-LEFT JOIN eligible AS e ON e.frame_uri = ff.frame_uri
 LEFT JOIN camera_ranked AS cr ON cr.frame_uri = ff.frame_uri
 LEFT JOIN day_ranked AS dr ON dr.frame_uri = ff.frame_uri
