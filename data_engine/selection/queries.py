@@ -42,22 +42,37 @@ def checked_query(statement: str, model_name: str, model: ModelConfig, day: dt.d
 
 def review_candidates_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
     expression = sql.load("review_candidates")
+    filters = model.selection.filters
+    budgeted = [rank for rank, selection_filter in enumerate(filters) if selection_filter.max_frames is not None]
     params = _day_params(model_name, model, day) | {
         "max_frames_per_day": model.selection.max_frames_per_day,
         "max_frames_per_camera_per_day": model.selection.max_frames_per_camera_per_day,
+        # The filters without a budget, as bits of a frame's filter_mask.
+        "unbudgeted_filters": sum(1 << rank for rank in range(len(filters)) if rank not in budgeted),
+        "largest_filter_budget": max((filters[rank].max_frames for rank in budgeted), default=0),
     }
     branches: list[exp.Expression] = []
-    for rank, selection_filter in enumerate(model.selection.filters):
+    for rank, selection_filter in enumerate(filters):
         branch, filter_params = _compile_filter(selection_filter, rank, model)
         branches.append(branch)
         params |= filter_params
-    if branches:
-        flagged = branches[0]
-        for branch in branches[1:]:
-            flagged = exp.union(flagged, branch, distinct=False)
-        cte = next(c for c in expression.find_all(exp.CTE) if c.alias == "flagged")
-        cte.set("this", flagged)
+    budgets = [
+        sqlglot.parse_one(f"SELECT {rank} AS filter_rank, @f{rank}_max_frames AS filter_budget", read="bigquery")
+        for rank in budgeted
+    ]
+    _fill_placeholder(expression, "flagged", branches)
+    _fill_placeholder(expression, "filter_budgets", budgets)
     return Query("review_candidates", expression, _pick(expression, params))
+
+
+def _fill_placeholder(expression: exp.Expression, cte_name: str, selects: list[exp.Expression]) -> None:
+    """Replace the placeholder CTE `cte_name` by the UNION ALL of `selects` (left as is, empty, when none)."""
+    if not selects:
+        return
+    union = selects[0]
+    for select in selects[1:]:
+        union = exp.union(union, select, distinct=False)
+    next(cte for cte in expression.find_all(exp.CTE) if cte.alias == cte_name).set("this", union)
 
 
 def _compile_filter(selection_filter: SelectionFilter, rank: int, model: ModelConfig) -> tuple[exp.Expression, dict]:
@@ -78,10 +93,7 @@ def _compile_filter(selection_filter: SelectionFilter, rank: int, model: ModelCo
         sql.replace_table(fragment, source, scoped)
     sql.prefix_parameters(fragment, prefix)
     params["max_frames"] = selection_filter.max_frames
-    budget = "CAST(NULL AS INT64)" if selection_filter.max_frames is None else "@max_frames"
-    branch = sqlglot.parse_one(
-        f"SELECT frame_uri, {rank} AS filter_rank, {budget} AS filter_budget FROM flagged_by_filter", read="bigquery"
-    )
+    branch = sqlglot.parse_one(f"SELECT frame_uri, {rank} AS filter_rank FROM flagged_by_filter", read="bigquery")
     sql.prefix_parameters(branch, prefix)
     sql.replace_table(branch, "flagged_by_filter", fragment)
     return branch, {prefix + name: value for name, value in params.items() if value is not None}

@@ -25,7 +25,10 @@ BOX_FIELDS = ["class_name", "score", "x_min", "y_min", "x_max", "y_max"]
 
 
 def load_day(path: Path, model_name: str, day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The model-day's predictions and frames, and the model's ledger, as DataFrames (read from DuckDB)."""
+    """The model-day's predictions and frames, and the model's ledger, as DataFrames (read from DuckDB).
+
+    Only the columns the selection uses are read, as the DuckDB path's column scans do.
+    """
     import duckdb
 
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
@@ -33,9 +36,12 @@ def load_day(path: Path, model_name: str, day: dt.date) -> tuple[pd.DataFrame, p
     with duckdb.connect(str(path), read_only=True) as con:
         con.execute("SET TimeZone = 'UTC'")
         day_rows = "WHERE model = ? AND captured_at >= ? AND captured_at < ?"
-        predictions = con.execute(f"SELECT * FROM predictions {day_rows}", window).df()
-        frames = con.execute(f"SELECT * FROM frames {day_rows}", window).df()
-        ledger = con.execute("SELECT * FROM review_selections WHERE model = ?", [model_name]).df()
+        columns = ", ".join(REQUIRED_FIELDS + BOX_FIELDS)
+        predictions = con.execute(f"SELECT {columns} FROM predictions {day_rows}", window).df()
+        frames = con.execute(f"SELECT {', '.join(FRAME_FIELDS)} FROM frames {day_rows}", window).df()
+        ledger = con.execute(
+            "SELECT frame_uri, selected_date, selected_at FROM review_selections WHERE model = ?", [model_name]
+        ).df()
     return predictions, frames, ledger
 
 
