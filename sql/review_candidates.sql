@@ -57,11 +57,11 @@ flagged_frames AS (
 budget_ranks AS (
   -- A filter's budget takes its first max_frames frames in tiebreak order among those not selected
   -- before. Ranking only up to the largest budget lets DuckDB keep a top-N per filter instead of sorting
-  -- every flagged frame.
+  -- every flagged frame (it does so for NULLS LAST only; a tiebreak is never NULL).
   SELECT
     ff.frame_uri,
     b.filter_budget,
-    ROW_NUMBER() OVER (PARTITION BY b.filter_rank ORDER BY ff.tiebreak) AS rank_in_filter
+    ROW_NUMBER() OVER (PARTITION BY b.filter_rank ORDER BY ff.tiebreak NULLS LAST) AS rank_in_filter
   FROM flagged_frames AS ff
   JOIN filter_budgets AS b ON (ff.filter_mask & (CAST(1 AS INT64) << b.filter_rank)) != 0
   WHERE NOT ff.already_selected
