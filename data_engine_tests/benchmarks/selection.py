@@ -83,6 +83,8 @@ def _child(engine: str, path: Path, keys_out: Path) -> None:
     """Run one engine once in this (fresh) process and print its time and peak RSS as JSON."""
     import pandas  # noqa: F401  (both children import the same libraries before the clock starts)
     import pyarrow  # noqa: F401
+    import sqlglot.dialects.bigquery  # noqa: F401  (sqlglot imports a dialect's module on its first use)
+    import sqlglot.dialects.duckdb  # noqa: F401
 
     import data_engine.selection.queries  # noqa: F401
     import data_engine.warehouse.duckdb_engine  # noqa: F401
