@@ -3,7 +3,8 @@
 Each filter kind is a fragment in `sql/filters/<kind>.sql` that reads `detections` (or `empty_frames`) and
 returns the frame URIs it flags. A filter's scope (clients, cameras) narrows what the fragment reads; its
 parameters get a per-filter prefix; the fragments are unioned into the `flagged` CTE of
-`sql/review_candidates.sql`. All filtering therefore runs in the warehouse.
+`sql/review_candidates.sql`, and the filters' `max_frames` budgets fill its `filter_budgets` CTE. All
+filtering therefore runs in the warehouse.
 """
 
 from __future__ import annotations

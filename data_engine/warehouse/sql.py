@@ -105,7 +105,8 @@ def _filter_valid_rows_at_source(expression: exp.Expression) -> None:
     A checked statement labels each row with `CASE WHEN <check> THEN '<reason>' ... END AS drop_reason`;
     testing that label for NULL builds a string per row only to discard it. The same rows are those for
     which no check is true, `NOT COALESCE(<check>, FALSE)` for every check, which engines evaluate column
-    by column in the scan (about a third faster on DuckDB). The SQL files keep one definition of validity.
+    by column in the scan (such a scan is about a third faster on DuckDB). The SQL files keep one
+    definition of validity.
     """
     for select in list(expression.find_all(exp.Select)):
         where, source = select.args.get("where"), select.args.get("from_")
