@@ -325,10 +325,7 @@ class CvatApp:
 
     def h_user_retrieve(self, request, base, id):
         with self.state.lock:
-            user = self.state.users.get(id)
-            if user is None:
-                raise ApiError(404, "No User matches the given query.")
-            return json_response(200, ser.meta_user(user, base))
+            return json_response(200, ser.meta_user(self.state.lookup(self.state.users, id, "User"), base))
 
     # --- projects and labels ---------------------------------------------------------------------
 
@@ -385,10 +382,7 @@ class CvatApp:
 
     def h_label_retrieve(self, request, base, id):
         with self.state.lock:
-            label = self.state.labels.get(id)
-            if label is None:
-                raise ApiError(404, "No Label matches the given query.")
-            return json_response(200, ser.label(label))
+            return json_response(200, ser.label(self.state.lookup(self.state.labels, id, "Label")))
 
     # --- tasks -----------------------------------------------------------------------------------
 

@@ -228,12 +228,15 @@ class FakeCvatState:
             self._make_labels(labels, project_id=project.id)
             return project
 
-    def get_project(self, project_id: int) -> Project:
+    def lookup(self, records: dict, record_id: Any, kind: str) -> Any:
+        """The record with this id, or the 404 CVAT answers for a missing one of this kind."""
         with self.lock:
-            try:
-                return self.projects[project_id]
-            except KeyError:
-                raise not_found("Project") from None
+            if record_id not in records:
+                raise not_found(kind)
+            return records[record_id]
+
+    def get_project(self, project_id: int) -> Project:
+        return self.lookup(self.projects, project_id, "Project")
 
     def update_project(self, project_id: int, changes: dict[str, Any]) -> Project:
         with self.lock:
@@ -288,11 +291,7 @@ class FakeCvatState:
             return storage
 
     def get_cloud_storage(self, storage_id: int) -> CloudStorage:
-        with self.lock:
-            try:
-                return self.cloud_storages[storage_id]
-            except KeyError:
-                raise not_found("CloudStorage") from None
+        return self.lookup(self.cloud_storages, storage_id, "CloudStorage")
 
     # --- tasks ----------------------------------------------------------------------------------
 
@@ -346,11 +345,7 @@ class FakeCvatState:
             return [self.create_task(name.format(i=i), frames=frames, **kwargs) for i in range(count)]
 
     def get_task(self, task_id: int) -> Task:
-        with self.lock:
-            try:
-                return self.tasks[task_id]
-            except KeyError:
-                raise not_found("Task") from None
+        return self.lookup(self.tasks, task_id, "Task")
 
     def touch_task(self, task: Task) -> None:
         task.updated_date = self.now()
@@ -391,11 +386,7 @@ class FakeCvatState:
     # --- jobs -----------------------------------------------------------------------------------
 
     def get_job(self, job_id: int) -> Job:
-        with self.lock:
-            try:
-                return self.jobs[job_id]
-            except KeyError:
-                raise not_found("Job") from None
+        return self.lookup(self.jobs, job_id, "Job")
 
     def jobs_of(self, task_id: int) -> list[Job]:
         with self.lock:
@@ -523,11 +514,7 @@ class FakeCvatState:
     # --- background requests -------------------------------------------------------------------
 
     def get_request(self, rq_id: str) -> BackgroundRequest:
-        with self.lock:
-            try:
-                return self.requests[rq_id]
-            except KeyError:
-                raise not_found("Request") from None
+        return self.lookup(self.requests, rq_id, "Request")
 
     def start_task_data(self, task_id: int, payload: dict[str, Any]) -> BackgroundRequest:
         """POST /api/tasks/{id}/data/: queue the `create:task` request that adds frames and jobs."""
