@@ -64,14 +64,18 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         """The model's production detections of the day. Malformed rows (NULL or NaN fields, inverted or
         out-of-image boxes, scores outside [0, 1], classes or cameras unknown to the model) are dropped and
         counted, never crashed on."""
+        import pyarrow.compute as pc
+
+        from data_engine.selection.candidates import value_counts
+
         valid, metadata = pull_checked(context, warehouse, "checked_predictions")
         return dg.Output(
             valid,
             metadata={
                 "detections": valid.num_rows,
-                "frames": len(set(valid["frame_uri"].to_pylist())),
-                "detections_per_class": counts_table(_count(valid, "class_name"), "class", "detections"),
-                "detections_per_camera": counts_table(_count(valid, "camera_id"), "camera", "detections"),
+                "frames": pc.count_distinct(valid["frame_uri"]).as_py(),
+                "detections_per_class": counts_table(value_counts(valid, "class_name"), "class", "detections"),
+                "detections_per_camera": counts_table(value_counts(valid, "camera_id"), "camera", "detections"),
                 **metadata,
             },
         )
@@ -79,12 +83,14 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"sql", "parquet"})
     def empty_frames(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
         """Frames of the day on which the model detected nothing at all; missed objects hide there."""
+        from data_engine.selection.candidates import value_counts
+
         valid, metadata = pull_checked(context, warehouse, "checked_empty_frames")
         return dg.Output(
             valid,
             metadata={
                 "frames": valid.num_rows,
-                "frames_per_camera": counts_table(_count(valid, "camera_id"), "camera", "frames"),
+                "frames_per_camera": counts_table(value_counts(valid, "camera_id"), "camera", "frames"),
                 **metadata,
             },
         )
@@ -167,7 +173,3 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         jobs=[selection_job],
         schedules=[daily_selection_schedule],
     )
-
-
-def _count(table: "pa.Table", column: str) -> dict[str, int]:
-    return {row["values"]: row["counts"] for row in table[column].value_counts().to_pylist()}

@@ -33,6 +33,8 @@ def selected_candidates(flagged: pa.Table, predictions: pa.Table, filter_names: 
     selected = flagged.filter(pc.equal(flagged["status"], "selected")).sort_by(
         [("best_filter_rank", "ascending"), ("reason_count", "descending"), ("tiebreak", "ascending")]
     )
+    # Only the selected frames' detections are reshaped, not the whole day's.
+    predictions = predictions.filter(pc.is_in(predictions["frame_uri"], value_set=selected["frame_uri"].combine_chunks()))
     # pyarrow cannot aggregate structs into lists, so group row numbers and take the boxes by them.
     boxes = pa.StructArray.from_arrays([predictions[name].combine_chunks() for name in BOX_FIELDS], names=BOX_FIELDS)
     rows_per_frame = (
@@ -54,6 +56,11 @@ def selected_candidates(flagged: pa.Table, predictions: pa.Table, filter_names: 
     ).append_column("priority", pa.array(range(1, selected.num_rows + 1), pa.int64()))
 
 
+def value_counts(table: pa.Table, column: str) -> dict[str, int]:
+    """How many rows hold each value of `column`."""
+    return {row["values"]: row["counts"] for row in pc.value_counts(table[column]).to_pylist()}
+
+
 def selection_counts(flagged: pa.Table, candidates: pa.Table, filter_names: list[str]) -> dict[str, dict[str, int]]:
     """The numbers a reviewer checks: flagged and selected per filter, selected per camera and class, drops."""
     masks = flagged["filter_mask"]
@@ -63,11 +70,11 @@ def selection_counts(flagged: pa.Table, candidates: pa.Table, filter_names: list
         if (count := pc.sum(pc.not_equal(pc.bit_wise_and(masks, 1 << bit), 0)).as_py() or 0)
     }
     selected_per_filter = Counter(r for reasons in candidates["reasons"].to_pylist() for r in reasons)
-    statuses = {row["values"]: row["counts"] for row in pc.value_counts(flagged["status"]).to_pylist()}
+    statuses = value_counts(flagged, "status")
     return {
         "flagged_per_filter": flagged_per_filter,
         "selected_per_filter": {name: selected_per_filter.get(name, 0) for name in flagged_per_filter},
-        "selected_per_camera": dict(Counter(candidates["camera_id"].to_pylist())),
+        "selected_per_camera": value_counts(candidates, "camera_id"),
         "predictions_per_class": dict(
             Counter(box["class_name"] for boxes in candidates["predictions"].to_pylist() for box in boxes)
         ),
