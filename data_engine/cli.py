@@ -83,7 +83,6 @@ def _labels(args: argparse.Namespace, config) -> int:
             return 0
         if args.labels_command == "import":
             return _import(store, args, config)
-        previous = store.latest(args.model)
         pointer = rollback_labels(
             store, args.model, args.version, rolled_back_by=f"{getpass.getuser()} (data-engine labels rollback)", reason=args.reason
         )
@@ -91,7 +90,7 @@ def _labels(args: argparse.Namespace, config) -> int:
         print(error, file=sys.stderr)
         return 1
     print(
-        f"{args.model}: latest label version is now {pointer.version} (was {previous.version if previous else '-'})"
+        f"{args.model}: latest label version is now {pointer.version} (was {pointer.record['previous'] or '-'})"
         f" at {store.describe(args.model)}"
     )
     return 0

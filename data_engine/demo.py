@@ -15,6 +15,7 @@ import os
 import random
 from pathlib import Path
 
+from data_engine.annotation.tasks import frame_path
 from data_engine.config import FleetConfig
 
 DEMO_BUCKET = "demo-frames"
@@ -87,14 +88,6 @@ def _prediction_schema():
             ("y_max", pa.float64()),
         ]
     )
-
-
-def frame_path(objects_root: Path, frame_uri: str) -> Path:
-    """Where the local profile keeps the image of `s3://bucket/key` or `gs://bucket/key`."""
-    scheme, _, rest = frame_uri.partition("://")
-    if scheme not in ("s3", "gs") or "/" not in rest:
-        raise ValueError(f"frame URI {frame_uri!r} is not of the form s3://bucket/key or gs://bucket/key")
-    return objects_root / rest
 
 
 def _frame(model: str, client: str, camera: str, day: dt.date, index: int, per_day: int, rng: random.Random) -> dict:

@@ -40,16 +40,11 @@ class Transient:
 
 
 class Deadline:
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self.seconds = seconds
-        self.end = clock() + seconds
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
 
     def remaining(self) -> float:
-        return self.end - self.clock()
-
-    def passed(self) -> bool:
-        return self.remaining() <= 0
+        return self.end - time.monotonic()
 
 
 class RetriesExhausted(RuntimeError):
@@ -63,12 +58,10 @@ def with_retries(
     classify: Callable[[BaseException], Transient | None],
     policy: RetryPolicy = RetryPolicy(),
     before_retry: Callable[[BaseException], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
 ) -> T:
     """Run `call`; on a transient error wait and run it again. `before_retry` may re-check state
     (e.g. whether a POST the server answered with a 500 was applied after all)."""
-    rng = rng or random.Random()
+    rng = random.Random()
     deadline = Deadline(policy.deadline_s)
     attempt = 0
     while True:
@@ -85,6 +78,6 @@ def with_retries(
                     f"{what}: gave up after {attempt} attempt(s) in {policy.deadline_s - deadline.remaining():.1f}s;"
                     f" last error: {verdict.reason}"
                 ) from error
-            sleep(pause)
+            time.sleep(pause)
             if before_retry is not None:
                 before_retry(error)

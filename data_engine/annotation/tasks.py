@@ -23,6 +23,11 @@ def cloud_key(frame_uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def frame_path(objects_root: Path, frame_uri: str) -> Path:
+    """Where the local profile keeps the image of `s3://bucket/key` or `gs://bucket/key`."""
+    return objects_root.joinpath(*cloud_key(frame_uri))
+
+
 def upload_name(position: int, frame_uri: str) -> str:
     """The file name of an uploaded frame: CVAT keeps only base names, so make them unique and ordered."""
     _, key = cloud_key(frame_uri)
@@ -122,11 +127,9 @@ def shape_batches(
 
 def local_files(objects_root: Path, frames: Sequence[TaskFrame], staging: Path) -> list[Path]:
     """Hard links (copies across file systems) named like the task's frames to the local images
-    (demo.frame_path), for upload; cvat-sdk follows symlinks to the target's name, so no symlinks."""
+    (frame_path), for upload; cvat-sdk follows symlinks to the target's name, so no symlinks."""
     import os
     import shutil
-
-    from data_engine.demo import frame_path
 
     paths = []
     for frame in frames:

@@ -40,7 +40,7 @@ class CvatResource(AnnotationResource):
     url: str
     access_token: str
     org: str | None = None
-    # Local profile: frames are uploaded from these files (demo.frame_path) instead of a cloud storage.
+    # Local profile: frames are uploaded from these files (annotation.tasks.frame_path) instead of a cloud storage.
     objects_root: str | None = None
     request_timeout_s: float = 60.0
     poll_period_s: float = 2.0

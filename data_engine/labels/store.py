@@ -75,11 +75,11 @@ def label_store_uri(settings: Any, fleet: Any, model: str) -> str:
 
 class LabelStore:
     @classmethod
-    def from_uri(cls, uri: str, client: Any = None) -> LabelStore:
+    def from_uri(cls, uri: str) -> LabelStore:
         """`s3://bucket/prefix` or a local folder (what `label_store_uri` returns)."""
         if uri.startswith("s3://"):
             bucket, _, prefix = uri[len("s3://") :].partition("/")
-            return cls.s3(bucket, prefix, client=client)
+            return cls.s3(bucket, prefix)
         return cls.local(uri)
 
     def __init__(self, objects: ObjectStore):
@@ -119,11 +119,11 @@ class LabelStore:
                 f" list the versions with LabelStore.versions"
             ) from None
 
-    def annotations(self, model: str, version: str, *, verify: bool = True) -> bytes:
+    def annotations(self, model: str, version: str) -> bytes:
         """The version's annotations.json bytes, checked against the manifest's sha256."""
         manifest = self.manifest(model, version)
         data = self.objects.get(f"{model}/versions/{version}/{ANNOTATIONS}")
-        if verify and sha256(data) != manifest["annotations_sha256"]:
+        if sha256(data) != manifest["annotations_sha256"]:
             raise LabelStoreError(
                 f"{self.describe(model, version)}/{ANNOTATIONS} does not match its manifest's sha256;"
                 " the object was altered or corrupted: roll back to an earlier version"

@@ -95,7 +95,6 @@ def _compile_filter(selection_filter: SelectionFilter, rank: int, model: ModelCo
     sql.prefix_parameters(fragment, prefix)
     params["max_frames"] = selection_filter.max_frames
     branch = sqlglot.parse_one(f"SELECT frame_uri, {rank} AS filter_rank FROM flagged_by_filter", read="bigquery")
-    sql.prefix_parameters(branch, prefix)
     sql.replace_table(branch, "flagged_by_filter", fragment)
     return branch, {prefix + name: value for name, value in params.items() if value is not None}
 
@@ -116,7 +115,7 @@ def _filter_params(selection_filter: SelectionFilter, model: ModelConfig) -> dic
         }
     if isinstance(selection_filter, ClassOverlapFilter):
         pairs = ["|".join(sorted(pair)) for pair in selection_filter.class_pairs or []]
-        return {"min_iou": selection_filter.min_iou, "class_pairs": pairs or None}
+        return {"min_iou": selection_filter.min_iou, "class_pairs": pairs}
     if isinstance(selection_filter, ConfidenceBandFilter):
         return {
             "classes": list(selection_filter.classes or model.classes),
