@@ -72,17 +72,10 @@ def _check_results(coco: dict, counts: dict, classes: list[str], labels_config, 
     from data_engine.labels import change_problems, validate_label_set
 
     problems = validate_label_set(coco, classes)
-    for name in CHECKS:
-        if name not in problems and name != "counts_within_bounds":
-            problems[name] = ["not checked: the label set is not valid COCO (see valid_coco)"]
-    problems["counts_within_bounds"] = (
-        change_problems(
-            counts,
-            max_removed_image_fraction=labels_config.max_removed_image_fraction,
-            max_annotation_change_fraction=labels_config.max_annotation_change_fraction,
-        )
-        if counts
-        else []
+    problems["counts_within_bounds"] = change_problems(
+        counts,
+        max_removed_image_fraction=labels_config.max_removed_image_fraction,
+        max_annotation_change_fraction=labels_config.max_annotation_change_fraction,
     )
     return [
         dg.AssetCheckResult(
@@ -216,11 +209,12 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
                 }
                 if outcome.counts and outcome.counts.skipped_annotations:
                     metadata["skipped_annotations"] = dg.MetadataValue.json(outcome.counts.skipped_annotations)
-            if version is not None:
-                manifest = store.manifest(model, version)
-                counts = manifest["counts"]
-            else:
+            if version is None:
                 manifest, counts = {}, {}
+            else:
+                if version != (head.version if head else None):  # a version newer than the head read above
+                    manifest = store.manifest(model, version)
+                counts = manifest["counts"]
             if exports and outcome.created:
                 check_results = gated  # the merge's gate checked the new version before publishing it
             else:
