@@ -233,12 +233,35 @@ class CvatConfig(_Strict):
         return f"{self.task_name_prefix}-{model}-{day.isoformat()}-{sequence:03d}"
 
 
+class BatchTrainingConfig(_Strict):
+    """Training on AWS Batch (the prod profile): the queue, and the job definition registered from here.
+
+    Owned by the Batch launcher (data_engine.defs.batch_launcher); fields are added as it needs them.
+    """
+
+    job_queue: Name
+    job_definition: Name
+
+
+class TrainingConfig(_Strict):
+    """How the model trains: where runs and checkpoints live, the trainer's inputs, how a checkpoint is chosen.
+
+    The model store (DESIGN.md, Model store) lives under `s3://<s3_bucket or storage.s3_bucket>/<prefix>/`
+    in prod and `$DATA_ENGINE_HOME/models/` locally. `batch` is required by the prod profile.
+    """
+
+    s3_bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")] | None = None
+    prefix: str = "models"
+    batch: BatchTrainingConfig | None = None
+
+
 class ModelConfig(_Strict):
     classes: list[Name] = Field(min_length=1)
     clients: dict[Name, ClientConfig] = Field(min_length=1)
     selection: SelectionConfig
     cvat: CvatConfig = Field(default_factory=CvatConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @property
     def cameras(self) -> list[str]:
