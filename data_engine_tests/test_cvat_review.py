@@ -10,11 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from data_engine.annotation.backend import TaskPosition
 from data_engine.annotation.review_scan import ReviewCursor
-from data_engine.config import load_fleet_config
+from data_engine.config import ConfigError, load_fleet_config
 from data_engine.defs.cvat_resource import CvatResource
 from data_engine.defs.labels import build_label_defs
 from data_engine.defs.profiles import resources_for
@@ -440,3 +441,18 @@ def test_sensor_skips_without_cvat(local_env, monkeypatch):
     with dg.instance_for_test() as instance:
         result = tick(defs, resources, instance, None)
     assert result.run_requests == [] and "CVAT_URL" in result.skip_message
+
+
+@pytest.mark.parametrize("pattern", [r"^data-engine-(?!ENS)", r"^(data-engine)-\1-"])
+def test_a_task_name_pattern_that_re2_cannot_run_fails_at_load(pattern, tmp_path):
+    """Lookarounds and backreferences compile in Python but not in RE2 (DuckDB, BigQuery), where the
+    sensor matches the patterns: the config loader refuses them, naming the file, the key and the fix."""
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    fleet["models"]["municipals"]["cvat"]["task_name_pattern"] = pattern
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet))
+    with pytest.raises(ConfigError) as raised:
+        load_fleet_config(path)
+    message = str(raised.value)
+    assert str(path) in message and "models.municipals.cvat.task_name_pattern" in message
+    assert "not an RE2 regular expression" in message and "rewrite the pattern" in message

@@ -190,11 +190,21 @@ def _re2_escape(text: str) -> str:
 
 
 def _check_pattern(value: str | None) -> str | None:
+    """Compile the pattern with the engine that matches it (sql/cvat_task_models.sql on DuckDB, whose
+    regexes are RE2 like BigQuery's), so a Python-only regex fails here and not on every sensor tick.
+    DuckDB is imported only when a pattern is configured, to keep loading the code location cheap."""
     if value is not None:
+        import duckdb
+
         try:
-            re.compile(value)
-        except re.error as error:
-            raise ValueError(f"task_name_pattern {value!r} is not a regular expression: {error}") from None
+            with duckdb.connect(":memory:") as connection:
+                connection.execute("SELECT regexp_matches('', ?)", [value]).fetchall()
+        except duckdb.Error as error:
+            reason = str(error).removeprefix("Invalid Input Error: ")
+            raise ValueError(
+                f"task_name_pattern {value!r} is not an RE2 regular expression ({reason}); RE2 has no lookahead,"
+                " lookbehind or backreferences: rewrite the pattern without them, or remove the key to use the default"
+            ) from None
     return value
 
 
