@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from data_engine.annotation.backend import TaskPosition
+from data_engine.annotation.backend import AnnotationError, TaskPosition
+from data_engine.annotation.cvat import CvatBackend
+from data_engine.annotation.retry import RetryPolicy
 from data_engine.annotation.review_scan import ReviewCursor
 from data_engine.config import ConfigError, load_fleet_config
 from data_engine.defs.cvat_resource import CvatResource
@@ -456,3 +458,20 @@ def test_a_task_name_pattern_that_re2_cannot_run_fails_at_load(pattern, tmp_path
     message = str(raised.value)
     assert str(path) in message and "models.municipals.cvat.task_name_pattern" in message
     assert "not an RE2 regular expression" in message and "rewrite the pattern" in message
+
+
+def test_retry_after_is_honoured_in_full_up_to_the_retry_deadline(server):
+    """A 429's Retry-After is waited in full even when it exceeds max_delay_s; one that would pass the
+    retry deadline ends the call at once with a message saying so."""
+    policy = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, deadline_s=5.0)
+    with CvatBackend(server.url, server.token, retry=policy, check_version=False) as backend:
+        server.faults.fail_next("POST", r"^/api/projects$", status=429, retry_after=1.5)
+        backend.ensure_project("honoured", ["PET"])
+        first, second = (e for e in server.state.http_log if e.method == "POST" and e.path == "/api/projects")
+        assert first.status == 429 and second.status == 201
+        assert second.received_at - first.received_at >= 1.5
+
+        server.faults.fail_next("POST", r"^/api/projects$", status=429, retry_after=60)
+        with pytest.raises(AnnotationError) as raised:
+            backend.ensure_project("past-the-deadline", ["PET"])
+        assert "after 60s" in str(raised.value) and "retry deadline 5s" in str(raised.value)

@@ -2,8 +2,8 @@
 
 cvat-sdk retries only GETs on 502/503/504 (and 429 with Retry-After); POST/PATCH on 429 or 5xx,
 and any 500, reach us. `with_retries` retries what `classify` calls transient, sleeping a jittered,
-exponentially growing delay (at least the server's Retry-After), and gives up after `attempts` tries
-or when the next sleep would pass the deadline. `Deadline` bounds polling loops.
+exponentially growing delay (at least the server's Retry-After, honoured in full), and gives up after
+`attempts` tries or when the next sleep would pass the deadline. `Deadline` bounds polling loops.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ class RetryPolicy:
     deadline_s: float = 120.0
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Equal jitter: uniform in [c/2, c] for c = min(max, base * 2^attempt); never less than Retry-After."""
+        """Equal jitter: uniform in [c/2, c] for c = min(max, base * 2^attempt); never less than the
+        server's Retry-After, however long (the deadline, not max_delay_s, bounds what is waited)."""
         ceiling = min(self.max_delay_s, self.base_delay_s * 2**attempt)
         jittered = rng.uniform(ceiling / 2, ceiling)
-        return max(jittered, min(retry_after or 0.0, self.max_delay_s))
+        return max(jittered, retry_after or 0.0)
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,10 @@ def with_retries(
             attempt += 1
             pause = policy.delay(attempt - 1, verdict.retry_after, rng)
             if attempt >= policy.attempts or pause > deadline.remaining():
+                asked = f" (the server asked to retry after {verdict.retry_after:g}s)" if verdict.retry_after else ""
                 raise RetriesExhausted(
-                    f"{what}: gave up after {attempt} attempt(s) in {policy.deadline_s - deadline.remaining():.1f}s;"
-                    f" last error: {verdict.reason}"
+                    f"{what}: gave up after {attempt} attempt(s) in {policy.deadline_s - deadline.remaining():.1f}s"
+                    f" (retry deadline {policy.deadline_s:g}s); last error: {verdict.reason}{asked}"
                 ) from error
             time.sleep(pause)
             if before_retry is not None:

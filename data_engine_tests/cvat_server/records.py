@@ -7,6 +7,7 @@ values follow, as they would on a real server.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -171,3 +172,4 @@ class LoggedRequest:
     path: str
     query: dict[str, list[str]]
     status: int | None = None
+    received_at: float = field(default_factory=time.monotonic)  # when the request arrived (monotonic clock)
