@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -475,3 +476,23 @@ def test_retry_after_is_honoured_in_full_up_to_the_retry_deadline(server):
         with pytest.raises(AnnotationError) as raised:
             backend.ensure_project("past-the-deadline", ["PET"])
         assert "after 60s" in str(raised.value) and "retry deadline 5s" in str(raised.value)
+
+
+@pytest.mark.parametrize("key", ["../../outside.jpg", "/{home}/outside.jpg"])
+def test_local_frames_outside_the_object_root_are_refused(review_env, server, key):
+    """In the local profile a frame URI whose key is absolute or climbs out with `..` would upload another
+    file to CVAT: the run fails naming the URI, before any task is made."""
+    outside = review_env / "outside.jpg"
+    outside.write_bytes((review_env / "objects").joinpath(*candidates(review_env)[0]["frame_uri"][5:].split("/")).read_bytes())
+    path = review_env / "objects/assets/review_candidates/municipals" / f"{DAY}.parquet"
+    table = pq.read_table(path)
+    uris = table["frame_uri"].to_pylist()
+    uris[0] = "s3://demo-frames/" + key.format(home=str(review_env).lstrip("/"))
+    pq.write_table(table.set_column(table.schema.get_field_index("frame_uri"), "frame_uri", pa.array(uris)), path)
+    failed = materialize_review_tasks(
+        {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}, raise_on_error=False
+    )
+    assert not failed.success
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert repr(uris[0]) in message and "$DATA_ENGINE_HOME/objects" in message
+    assert server.state.tasks == {} and server.state.count_requests("POST") == 0

@@ -23,9 +23,23 @@ def cloud_key(frame_uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def local_segments(frame_uri: str) -> tuple[str, ...]:
+    """The path segments (bucket, then key) of the local image of a frame URI, which must stay under the
+    local object root: a key that is absolute or has `.`/`..` segments would reach other files (and
+    upload them to CVAT), so it is refused."""
+    bucket, key = cloud_key(frame_uri)
+    segments = (bucket, *key.split("/"))
+    if key.startswith("/") or any(segment in (".", "..") for segment in segments):
+        raise ValueError(
+            f"frame URI {frame_uri!r}: the local profile reads frames only under $DATA_ENGINE_HOME/objects, and this"
+            " key is absolute or contains '.' or '..' segments; fix the frame_uri in the warehouse tables"
+        )
+    return segments
+
+
 def frame_path(objects_root: Path, frame_uri: str) -> Path:
     """Where the local profile keeps the image of `s3://bucket/key` or `gs://bucket/key`."""
-    return objects_root.joinpath(*cloud_key(frame_uri))
+    return objects_root.joinpath(*local_segments(frame_uri))
 
 
 def upload_name(position: int, frame_uri: str) -> str:
@@ -44,6 +58,9 @@ def plan_tasks(
         ordered = sorted(candidates, key=lambda row: (row["priority"], row["frame_uri"]))
     else:
         ordered = sorted(candidates, key=lambda row: (row["captured_at"], row["frame_uri"]))
+    if upload:
+        for row in ordered:  # refuse frames outside the local object root before any task is made
+            local_segments(row["frame_uri"])
     size = config.max_frames_per_task
     plans: list[TaskPlan] = []
     jobs_before = 0
