@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -41,6 +42,7 @@ def fast_cvat(server, home: Path | None, **overrides) -> CvatResource:
         objects_root=str(home / "objects") if home else None,
         retry_base_delay_s=0.01,
         poll_period_s=0.01,
+        late_write_settle_s=0.05,
     )
     return CvatResource(**(settings | overrides))
 
@@ -496,3 +498,61 @@ def test_local_frames_outside_the_object_root_are_refused(review_env, server, ke
     message = str(failed.get_step_failure_events()[0].event_specific_data.error)
     assert repr(uris[0]) in message and "$DATA_ENGINE_HOME/objects" in message
     assert server.state.tasks == {} and server.state.count_requests("POST") == 0
+
+
+# --- requests that CVAT applies after the client's timeout ------------------------------------------
+
+
+def wait_for_late_requests(state) -> None:
+    """Until every request the fake received has been handled (a late one applied)."""
+    for _ in range(200):
+        with state.lock:
+            if all(entry.status is not None for entry in state.http_log):
+                return
+        time.sleep(0.05)
+    raise AssertionError("a request to the fake CVAT is still being handled")
+
+
+@pytest.mark.parametrize(("method", "path"), [("PATCH", r"/annotations$"), ("POST", r"^/api/tasks$")])
+def test_a_write_applied_after_the_timeout_is_not_made_twice(review_env, server, method, path):
+    """The first shape upload (or task creation) lands 1 s late, after the client's 0.3 s timeout: the
+    client waits the settle delay and looks again before resending, so there is one task per name and
+    one shape per prediction."""
+    server.faults.slow(method, path, seconds=1.0, times=1)
+    cvat = fast_cvat(server, review_env, request_timeout_s=0.3, late_write_settle_s=2.0)
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": cvat})
+    wait_for_late_requests(server.state)
+    assert_complete_and_unique(server, review_env)
+
+
+def test_duplicate_shapes_from_a_request_applied_after_the_run_are_removed_by_a_rerun(review_env, server):
+    """Lands 2 s late, after the run gave up waiting (settle 0.2 s) and resent it: the re-run removes the
+    extra copies of its own auto shapes (and only those)."""
+    server.faults.slow("PATCH", r"/annotations$", seconds=2.0, times=1)
+    cvat = fast_cvat(server, review_env, request_timeout_s=0.3, late_write_settle_s=0.2)
+    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": cvat}
+    materialize_review_tasks(resources)
+    wait_for_late_requests(server.state)
+    first = our_tasks(server.state)[0]
+    label_id = next(iter(first.shapes.values()))["label_id"]
+    server.state.change_annotations(first.id, "create", {"shapes": [
+        {"type": "rectangle", "frame": 0, "label_id": label_id, "points": [1, 2, 3, 4], "source": "manual"},
+    ]})
+    assert len(first.shapes) > sum(len(r["predictions"]) for r in candidates(review_env)[:8]) + 1  # duplicates
+
+    again = materialize_review_tasks(resources)
+    manual = [s for s in first.shapes.values() if s["source"] == "manual"]
+    assert [s["points"] for s in manual] == [[1.0, 2.0, 3.0, 4.0]]  # a reviewer's shape is kept
+    assert_complete_and_unique(server, review_env)
+    assert "duplicates removed" in again.asset_materializations_for_node("review_tasks")[0].metadata["tasks_table"].value
+
+
+def test_two_tasks_of_one_name_stop_the_run_naming_the_ones_to_delete(review_env, server):
+    project = server.state.create_project("data-engine municipals")
+    empty = server.state.create_task(NAMES[0], project_id=project.id)
+    with_data = server.state.create_task(NAMES[0], project_id=project.id, frames=["a.jpg"])
+    failed = materialize_review_tasks(
+        {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}, raise_on_error=False
+    )
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert f"delete task(s) {[empty.id]}" in message and f"keep task {with_data.id}" in message

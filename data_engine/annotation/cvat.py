@@ -10,6 +10,10 @@ Idempotency: task names are the keys. `ensure_task` looks the task up by name be
 uploads data only to a task that has none (or waits for the upload already running), assigns only
 jobs without an assignee, and sends shapes only for frames without `auto` shapes. Shapes of one frame
 always travel in one PATCH, so "frames with auto shapes" is exactly what earlier requests delivered.
+
+CVAT may apply a write after the client's timeout. Before resending a timed-out write, the client waits
+`late_write_settle_s` and looks again; an original that lands even later can only leave extra copies
+of our own auto shapes (same frame, label, points and score as planned), which every run removes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +75,16 @@ def classify(error: BaseException) -> Transient | None:
     return None
 
 
+def timed_out(error: BaseException) -> bool:
+    """The request may still be running on the server (its answer, not the request, was lost)."""
+    return isinstance(error, (urllib3.exceptions.TimeoutError, TimeoutError))
+
+
+def shape_key(frame: int, label_id: int, points: list[float], score: float) -> tuple:
+    """What makes an auto shape one of ours: a copy with the same key is a duplicate."""
+    return frame, label_id, tuple(round(float(p), 3) for p in points), round(float(score), 4)
+
+
 def iso(value: dt.datetime) -> str:
     """CVAT's timestamp format (UTC, microseconds), for `updated_date` filters."""
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -98,6 +113,7 @@ class CvatBackend(AnnotationBackend):
         request_timeout_s: float = 60.0,
         poll_period_s: float = 2.0,
         request_deadline_s: float = 900.0,
+        late_write_settle_s: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         logger: logging.Logger | None = None,
         check_version: bool = True,
@@ -107,6 +123,7 @@ class CvatBackend(AnnotationBackend):
         self.request_timeout_s = request_timeout_s
         self.poll_period_s = poll_period_s
         self.request_deadline_s = request_deadline_s
+        self.late_write_settle_s = late_write_settle_s
         self.retry = retry
         self.log = logger or logging.getLogger(__name__)
         self.client = Client(self.url, config=Config(status_check_period=poll_period_s), check_server_version=False)
@@ -130,15 +147,26 @@ class CvatBackend(AnnotationBackend):
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[..., Any], *args, before_retry=None, **kwargs) -> Any:
-        """One API call (cvat-sdk low-level, returning (data, response)) with timeout and retries."""
+    def _call(self, what: str, fn: Callable[..., Any], *args, before_retry=None, write: bool = False, **kwargs) -> Any:
+        """One API call (cvat-sdk low-level, returning (data, response)) with timeout and retries.
+
+        A `write` that timed out may still be applied by the server: the retry first waits
+        `late_write_settle_s` so that the re-check (`before_retry`, or `fn` looking before it writes)
+        sees it."""
 
         def attempt():
             result = fn(*args, _request_timeout=self.request_timeout_s, **kwargs)
             return result[0] if isinstance(result, tuple) else result
 
+        def settle_then_recheck(error: BaseException) -> None:
+            if write and timed_out(error):
+                self.log.warning(f"{what}: timed out; waiting {self.late_write_settle_s:g}s for it to land before looking again")
+                time.sleep(self.late_write_settle_s)
+            if before_retry is not None:
+                before_retry(error)
+
         try:
-            return with_retries(attempt, what=what, classify=classify, policy=self.retry, before_retry=before_retry)
+            return with_retries(attempt, what=what, classify=classify, policy=self.retry, before_retry=settle_then_recheck)
         except RetriesExhausted as error:
             raise AnnotationError(f"CVAT {self.url}: {error}") from error.__cause__
         except (ApiException, urllib3.exceptions.HTTPError) as error:
@@ -193,7 +221,7 @@ class CvatBackend(AnnotationBackend):
             )
             # A POST that failed on the way back may have created the project: look again before retrying.
             project = self._call(
-                f"project {name!r}: POST /api/projects", lambda **kw: find() or projects_api.create(spec, **kw)
+                f"project {name!r}: POST /api/projects", lambda **kw: find() or projects_api.create(spec, **kw), write=True
             )
             created = True
         labels = self._all(f"project {name!r}: GET /api/labels", labels_api.list, project_id=project.id)
@@ -236,16 +264,19 @@ class CvatBackend(AnnotationBackend):
                 if t.name == plan.name
             ]
             if len(found) > 1:
+                keep = min(found, key=lambda t: (not t.size, t.id))  # the oldest task with data
+                extra = sorted(t.id for t in found if t is not keep)
                 raise AnnotationError(
                     f"CVAT {self.url}: {len(found)} tasks are named {plan.name!r} in project {project.name!r}"
-                    f" (ids {sorted(t.id for t in found)}); delete all but one, then re-run"
+                    f" (e.g. a creation CVAT applied after the client's timeout): delete task(s) {extra} and keep"
+                    f" task {keep.id} ({'the oldest with data' if keep.size else 'the oldest'}), then re-run"
                 )
             return found[0] if found else None
 
         task = find()
         if task is None:
             spec = models.TaskWriteRequest(name=plan.name, project_id=project.id, segment_size=settings.segment_size)
-            task = self._call(f"{where}: POST /api/tasks", lambda **kw: find() or tasks_api.create(spec, **kw))
+            task = self._call(f"{where}: POST /api/tasks", lambda **kw: find() or tasks_api.create(spec, **kw), write=True)
             steps.append("created")
         where = f"task {plan.name!r} (id {task.id})"
         if not task.size:
@@ -259,9 +290,11 @@ class CvatBackend(AnnotationBackend):
         )
         if self._assign(jobs, where, plan, settings):
             steps.append("assignees")
-        uploaded, total = self._upload_shapes(task.id, where, plan, project.label_ids, settings)
+        uploaded, total, removed = self._upload_shapes(task.id, where, plan, project.label_ids, settings)
         if uploaded:
             steps.append("shapes")
+        if removed:
+            steps.append(f"{removed} duplicates removed")
         return TaskOutcome(
             task_id=task.id,
             name=plan.name,
@@ -313,7 +346,7 @@ class CvatBackend(AnnotationBackend):
                 tries[0] += 1
                 return post()
 
-            rq_id = self._call(what, start)
+            rq_id = self._call(what, start, write=True)
         if rq_id is not None:
             self.wait_for_request(rq_id, f"{where}: data")
 
@@ -377,33 +410,47 @@ class CvatBackend(AnnotationBackend):
             changed = True
         return changed
 
-    def _auto_frames(self, task_id: int, where: str) -> tuple[set[int], int]:
+    def _auto_shapes(self, task_id: int, where: str) -> list[Any]:
         data = self._call(f"{where}: GET /api/tasks/{task_id}/annotations", self.api.tasks_api.retrieve_annotations, task_id)
-        auto = [shape for shape in data.shapes if str(shape.source) == "auto"]
-        return {shape.frame for shape in auto}, len(auto)
+        return [shape for shape in data.shapes if str(shape.source) == "auto"]
 
     def _upload_shapes(
         self, task_id: int, where: str, plan: TaskPlan, label_ids: dict[str, int], settings: TaskSettings
-    ) -> tuple[int, int]:
-        done, total = self._auto_frames(task_id, where)
+    ) -> tuple[int, int, int]:
+        """(shapes uploaded, auto shapes on the task now, duplicate auto shapes removed)."""
         missing = {box.class_name for frame in plan.frames for box in frame.boxes} - set(label_ids)
         if missing:
             raise AnnotationError(f"{where}: classes {sorted(missing)} have no label in the project")
+        planned = Counter(
+            shape_key(shape["frame"], shape["label_id"], shape["points"], shape["score"])
+            for _, shapes in shape_batches(plan.frames, range(len(plan.frames)), label_ids, 1)
+            for shape in shapes
+        )
+        auto, removed = self._remove_duplicates(task_id, where, self._auto_shapes(task_id, where), planned)
+        done = {shape.frame for shape in auto}
         pending = [i for i in range(len(plan.frames)) if i not in done]
-        uploaded = 0
+        uploaded, late = 0, [False]
         for number, (frames, shapes) in enumerate(
             shape_batches(plan.frames, pending, label_ids, settings.annotation_batch_size), start=1
         ):
-            uploaded += self._patch_shapes(task_id, f"{where}: shapes batch {number} (frames {frames[0]}-{frames[-1]})", frames, shapes)
-        return uploaded, total + uploaded
+            what = f"{where}: shapes batch {number} (frames {frames[0]}-{frames[-1]})"
+            uploaded += self._patch_shapes(task_id, what, shapes, late)
+        if not late[0]:
+            return uploaded, len(auto) + uploaded, removed
+        # An upload that timed out may have landed after its resend: look once more.
+        time.sleep(self.late_write_settle_s)
+        auto, removed_now = self._remove_duplicates(task_id, where, self._auto_shapes(task_id, where), planned)
+        return uploaded, len(auto), removed + removed_now
 
-    def _patch_shapes(self, task_id: int, what: str, frames: list[int], shapes: list[dict]) -> int:
+    def _patch_shapes(self, task_id: int, what: str, shapes: list[dict], late: list[bool]) -> int:
         """PATCH ?action=create, retried safely: before resending, frames that got their shapes after
-        all (a request applied by the server whose answer was lost) are dropped from the batch."""
+        all (a request applied by the server whose answer was lost, or applied late) are dropped from
+        the batch. `late[0]` is set when a try timed out, since it may still land after the resend."""
         batch = {"shapes": shapes}
 
-        def recheck(_error: BaseException) -> None:
-            done, _ = self._auto_frames(task_id, what)
+        def recheck(error: BaseException) -> None:
+            late[0] = late[0] or timed_out(error)
+            done = {shape.frame for shape in self._auto_shapes(task_id, what)}
             batch["shapes"] = [shape for shape in batch["shapes"] if shape["frame"] not in done]
 
         def send(**kw):
@@ -415,7 +462,50 @@ class CvatBackend(AnnotationBackend):
             self.api.tasks_api.partial_update_annotations("create", task_id, patched_labeled_data_request=request, **kw)
             return len(batch["shapes"])
 
-        return self._call(f"{what}: PATCH /api/tasks/{task_id}/annotations?action=create", send, before_retry=recheck)
+        return self._call(
+            f"{what}: PATCH /api/tasks/{task_id}/annotations?action=create", send, before_retry=recheck, write=True
+        )
+
+    def _remove_duplicates(self, task_id: int, where: str, auto: list[Any], planned: Counter) -> tuple[list[Any], int]:
+        """Delete the copies of our planned auto shapes beyond the planned number (the newest ones), left by
+        an upload CVAT applied after its resend; return the auto shapes left and how many were deleted.
+        Other shapes (a reviewer's, other sources, auto shapes we did not plan) are not touched."""
+        seen: Counter = Counter()
+        extra = []
+        for shape in sorted(auto, key=lambda s: s.id):
+            key = shape_key(shape.frame, shape.label_id, shape.points, shape.score)
+            seen[key] += 1
+            if key in planned and seen[key] > planned[key]:
+                extra.append(shape)
+        if not extra:
+            return auto, 0
+        ids = {shape.id for shape in extra}
+
+        def still_there(_error: BaseException) -> None:
+            ids.intersection_update(shape.id for shape in self._auto_shapes(task_id, where))
+
+        def delete(**kw) -> None:
+            shapes = [
+                models.LabeledShapeRequest(
+                    id=shape.id, type=shape.type, frame=shape.frame, label_id=shape.label_id, points=shape.points
+                )
+                for shape in extra
+                if shape.id in ids
+            ]
+            if shapes:
+                self.api.tasks_api.partial_update_annotations(
+                    "delete", task_id, patched_labeled_data_request=models.PatchedLabeledDataRequest(shapes=shapes), **kw
+                )
+
+        self._call(
+            f"{where}: PATCH /api/tasks/{task_id}/annotations?action=delete ({len(extra)} duplicate auto shapes)",
+            delete,
+            before_retry=still_there,
+            write=True,
+        )
+        self.log.warning(f"{where}: removed {len(extra)} duplicate auto shape(s) left by a request CVAT applied late")
+        removed = {shape.id for shape in extra}
+        return [shape for shape in auto if shape.id not in removed], len(extra)
 
     # --- export ---------------------------------------------------------------------------------
 

@@ -45,6 +45,9 @@ class CvatResource(AnnotationResource):
     request_timeout_s: float = 60.0
     poll_period_s: float = 2.0
     request_deadline_s: float = 900.0
+    # A write (task creation, shapes) that timed out may still be applied by CVAT: wait this long before
+    # looking whether it landed and resending.
+    late_write_settle_s: float = 30.0
     retry_attempts: int = 6
     retry_base_delay_s: float = 0.5
     retry_deadline_s: float = 180.0
@@ -70,6 +73,7 @@ class CvatResource(AnnotationResource):
             request_timeout_s=timeout,
             poll_period_s=self.poll_period_s,
             request_deadline_s=self.request_deadline_s,
+            late_write_settle_s=self.late_write_settle_s,
             retry=retry,
             logger=logger,
             check_version=not quick,  # the sensor's ticks skip GET /api/server/about; runs log the version

@@ -2,7 +2,8 @@
 
 Two kinds:
 - HTTP faults, matched on method + path regex before auth and routing: an error status for the
-  next N matching requests (`fail_next`), or a delay (`slow`).
+  next N matching requests (`fail_next`), or a delay before the request is applied (`slow`; longer
+  than the client's timeout, it is a request applied late, after the client resent it).
 - Background-request faults, consumed when a request (task creation, export) is created:
   it fails with a message, never finishes, or (exports) yields a broken archive.
 """
@@ -73,7 +74,8 @@ class Faults:
             )
 
     def slow(self, method: str, path: str, *, seconds: float, times: int | None = None) -> None:
-        """Delay matching requests by `seconds` (forever, or for the next `times`)."""
+        """Delay matching requests by `seconds` (forever, or for the next `times`) before they are handled:
+        with `seconds` above the client's timeout, CVAT applies the request after the client gave up on it."""
         with self._lock:
             self._http.append(HttpFault(method.upper(), re.compile(path), times, delay=seconds))
 
