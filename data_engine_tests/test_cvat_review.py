@@ -556,3 +556,78 @@ def test_two_tasks_of_one_name_stop_the_run_naming_the_ones_to_delete(review_env
     )
     message = str(failed.get_step_failure_events()[0].event_specific_data.error)
     assert f"delete task(s) {[empty.id]}" in message and f"keep task {with_data.id}" in message
+
+
+# --- run config of reviewed_tasks: checked against CVAT before anything is recorded -------------------------
+
+
+def record_tasks(defs, instance, ops_config: dict, model: str = "municipals"):
+    return defs.resolve_job_def("label_merge_job").execute_in_process(
+        run_config={"ops": {"reviewed_tasks": {"config": ops_config}}},
+        partition_key=model,
+        instance=instance,
+        asset_selection=[dg.AssetKey("reviewed_tasks")],
+        raise_on_error=False,
+    )
+
+
+def recorded(home: Path, model: str = "municipals") -> list[dict]:
+    path = home / "objects/assets/reviewed_tasks" / f"{model}.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+def failure(result) -> str:
+    assert not result.success
+    return str(result.get_step_failure_events()[0].event_specific_data.error)
+
+
+def test_launchpad_tasks_are_checked_against_cvat_and_nothing_bad_is_recorded(local_env, server):
+    defs, _ = sensor_env(server)
+    state = server.state
+    good, ens, reopened = make_tasks(state, [NAMES[0], f"ens-review-ENS-{DAY}-001", NAMES[1]])
+    for task in (good, ens):
+        state.complete_task(task.id)
+    bad_entries = {
+        "a wrong name": ({"task_id": good.id, "name": NAMES[2]}, f"tasks[0].name: task {good.id} is named {NAMES[0]!r} in CVAT"),
+        "a wrong id": ({"task_id": 999, "name": NAMES[0]}, "tasks[0].task_id: CVAT has no task 999"),
+        "another model's task": ({"task_id": ens.id, "name": ens.name}, f"is not a task of model 'municipals': it matches the task_name_pattern of ['ENS']"),
+        "not a date": ({"task_id": good.id, "name": NAMES[0], "updated_date": "not a date"}, "tasks[0].updated_date: 'not a date' is not an ISO 8601 date-time"),
+    }
+    with dg.instance_for_test() as instance:
+        for case, (entry, expected) in bad_entries.items():
+            message = failure(record_tasks(defs, instance, {"tasks": [entry]}))
+            assert "run config of reviewed_tasks (municipals)" in message and expected in message, case
+            assert recorded(local_env) == [], case
+
+        # a future updated_date is not believed: CVAT's is recorded, so the reviewer's next fix is merged
+        result = record_tasks(defs, instance, {"tasks": [
+            {"task_id": good.id, "name": NAMES[0], "updated_date": "2099-01-01T00:00:00+00:00"},
+            {"task_id": reopened.id, "name": NAMES[1]},  # never accepted: skipped and reported
+        ]})
+        assert result.success
+        assert [(r["task_id"], r["updated_date"]) for r in recorded(local_env)] == [(good.id, state.tasks[good.id].updated_date)]
+        metadata = result.asset_materializations_for_node("reviewed_tasks")[0].metadata
+        assert "not accepted in CVAT now" in metadata["tasks_skipped"].value and str(reopened.id) in metadata["tasks_skipped"].value
+
+
+def test_forget_task_ids_removes_a_bad_record(local_env, server):
+    """A record written before the run config was checked (here: a wrong name) blocks every merge of the
+    model; `forget_task_ids` removes it, and listing the task again records it as CVAT has it."""
+    from data_engine.annotation.review_scan import ReviewedTask
+    from data_engine.annotation.reviewed_record import record_reviewed_tasks
+    from data_engine.objectstore import LocalObjectStore
+
+    defs, _ = sensor_env(server)
+    (task,) = make_tasks(server.state, [NAMES[0]])
+    server.state.complete_task(task.id)
+    store = LocalObjectStore(local_env / "objects")
+    key = "assets/reviewed_tasks/municipals.parquet"
+    record_reviewed_tasks(store, key, [ReviewedTask(task.id, "typo", "2099-01-01T00:00:00+00:00", None, 4)], "old-run")
+    with dg.instance_for_test() as instance:
+        result = record_tasks(defs, instance, {"forget_task_ids": [task.id]})
+        assert result.success and recorded(local_env) == []
+        assert result.asset_materializations_for_node("reviewed_tasks")[0].metadata["tasks_forgotten"].value == [task.id]
+        assert record_tasks(defs, instance, {"tasks": [{"task_id": task.id, "name": NAMES[0]}]}).success
+        assert [(r["name"], r["updated_date"]) for r in recorded(local_env)] == [(NAMES[0], server.state.tasks[task.id].updated_date)]
+        message = failure(record_tasks(defs, instance, {"tasks": [{"task_id": task.id, "name": NAMES[0]}], "forget_task_ids": [task.id]}))
+        assert "listed in both tasks and forget_task_ids" in message

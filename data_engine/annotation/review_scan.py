@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,17 @@ class ReviewedTask:
     frame_count: int
 
 
+    @classmethod
+    def of(cls, task: TaskSnapshot) -> ReviewedTask:
+        return cls(
+            task_id=task.id,
+            name=task.name,
+            updated_date=task.updated_date.astimezone(dt.timezone.utc).isoformat(),
+            project_id=task.project_id,
+            frame_count=task.frame_count,
+        )
+
+
 @dataclass
 class ScanResult:
     reviewed: dict[str, list[ReviewedTask]]
@@ -71,6 +83,11 @@ def run_key(model: str, tasks: list[ReviewedTask]) -> str:
     """Same tasks at the same updated_date -> same key; a task accepted again gets a new one."""
     digest = hashlib.sha256(",".join(f"{t.task_id}@{t.updated_date}" for t in sorted(tasks, key=lambda t: t.task_id)).encode())
     return f"reviewed:{model}:{digest.hexdigest()[:24]}"
+
+
+def task_name_patterns(config: FleetConfig) -> dict[str, str]:
+    """model -> the task-name pattern that maps CVAT tasks to it."""
+    return {model: model_config.cvat.task_name_pattern_for(model) for model, model_config in config.models.items()}
 
 
 def task_models(tasks: list[TaskSnapshot], patterns: dict[str, str]) -> pa.Table:
@@ -107,10 +124,9 @@ def scan(backend: AnnotationBackend, config: FleetConfig, cursor: ReviewCursor, 
     listed_ids = {task.id for task in page.tasks}
     retry_ids = [task_id for task_id in cursor.retry if task_id not in listed_ids]
     tasks = page.tasks + backend.tasks_by_id(retry_ids)  # deleted tasks drop out of the retry list
-    patterns = {model: model_config.cvat.task_name_pattern_for(model) for model, model_config in config.models.items()}
     rows: dict[int, list[dict]] = defaultdict(list)
     if tasks:
-        for row in task_models(tasks, patterns).to_pylist():
+        for row in task_models(tasks, task_name_patterns(config)).to_pylist():
             rows[row["task_id"]].append(row)
 
     reviewed: dict[str, list[ReviewedTask]] = defaultdict(list)
@@ -127,15 +143,7 @@ def scan(backend: AnnotationBackend, config: FleetConfig, cursor: ReviewCursor, 
             model = matches[0]["model"]
             if model is None or not matches[0]["reviewed"]:
                 continue
-            reviewed[model].append(
-                ReviewedTask(
-                    task_id=task.id,
-                    name=task.name,
-                    updated_date=task.updated_date.astimezone(dt.timezone.utc).isoformat(),
-                    project_id=task.project_id,
-                    frame_count=task.frame_count,
-                )
-            )
+            reviewed[model].append(ReviewedTask.of(task))
         except Exception as error:  # noqa: BLE001 - one task's failure must not stop the others
             attempts = cursor.retry.get(task.id, 0) + 1
             if attempts < MAX_ATTEMPTS:
@@ -155,3 +163,63 @@ def scan(backend: AnnotationBackend, config: FleetConfig, cursor: ReviewCursor, 
         failures=failures,
         more=page.more,
     )
+
+
+class RunConfigError(ValueError):
+    """Tasks listed in a run's config that cannot be recorded; the message names each entry and the fix."""
+
+
+def confirm_reviewed(
+    backend: AnnotationBackend, config: FleetConfig, model: str, requested: Sequence[Mapping]
+) -> tuple[list[ReviewedTask], list[dict]]:
+    """The tasks a run's config lists (`task_id`, `name`, optional `updated_date`) as CVAT has them now.
+
+    Run config may be typed on the launchpad, and a recorded task stays recorded, so nothing of it is
+    trusted: each task must exist in CVAT under that name and match this model's task_name_pattern (and
+    no other's). What is recorded (updated_date, project, frames) is CVAT's. A task not accepted any more
+    (reopened since the sensor saw it) is skipped and reported: its next acceptance is recorded then.
+    Returns (tasks to record, skipped tasks); raises RunConfigError naming every bad entry.
+    """
+    problems: list[str] = []
+    seen: set[int] = set()
+    for index, entry in enumerate(requested):
+        if entry["task_id"] in seen:
+            problems.append(f"tasks[{index}].task_id: task {entry['task_id']} is listed twice")
+        seen.add(entry["task_id"])
+        if entry.get("updated_date") is not None:
+            try:
+                dt.datetime.fromisoformat(str(entry["updated_date"]))
+            except ValueError:
+                problems.append(
+                    f"tasks[{index}].updated_date: {entry['updated_date']!r} is not an ISO 8601 date-time"
+                    " (e.g. 2026-11-24T10:00:00+00:00); it may also be left out: CVAT's updated_date is recorded"
+                )
+    if problems:
+        raise RunConfigError("; ".join(problems))
+    current = {task.id: task for task in backend.tasks_by_id(sorted(seen))}
+    verdicts: dict[int, list[dict]] = defaultdict(list)
+    if current:
+        for row in task_models(list(current.values()), task_name_patterns(config)).to_pylist():
+            verdicts[row["task_id"]].append(row)
+    confirmed: list[ReviewedTask] = []
+    skipped: list[dict] = []
+    for index, entry in enumerate(requested):
+        task = current.get(entry["task_id"])
+        if task is None:
+            problems.append(f"tasks[{index}].task_id: CVAT has no task {entry['task_id']} (deleted, or a wrong id)")
+            continue
+        if task.name != entry["name"]:
+            problems.append(f"tasks[{index}].name: task {task.id} is named {task.name!r} in CVAT, not {entry['name']!r}")
+            continue
+        models = sorted(row["model"] for row in verdicts[task.id] if row["model"] is not None)
+        if models != [model]:
+            owner = f"matches the task_name_pattern of {models}" if models else "matches no model's task_name_pattern"
+            problems.append(f"tasks[{index}]: task {task.id} ({task.name!r}) is not a task of model {model!r}: it {owner}")
+            continue
+        if not verdicts[task.id][0]["reviewed"]:
+            skipped.append({"task_id": task.id, "name": task.name, "reason": "not accepted in CVAT now"})
+            continue
+        confirmed.append(ReviewedTask.of(task))
+    if problems:
+        raise RunConfigError("; ".join(problems) + "; fix these entries of the run config (or leave them out), then re-run")
+    return confirmed, skipped

@@ -31,6 +31,7 @@ class RecordOutcome:
     rows: list[dict[str, Any]]  # the whole record after this write, by task id
     added: list[int]
     updated: list[int]  # recorded before, now with a newer updated_date
+    forgotten: list[int]  # removed from the record on request
     location: str
 
 
@@ -55,21 +56,25 @@ def record_reviewed_tasks(
     tasks: Iterable[ReviewedTask],
     run_id: str,
     logger: logging.Logger | None = None,
+    forget: Iterable[int] = (),
 ) -> RecordOutcome:
     """Adds the tasks to the record at `key`, keeping what earlier runs recorded; a task accepted again
-    keeps its latest updated_date."""
+    keeps its latest updated_date. The tasks in `forget` are removed first (a bad record's way out: a
+    removed task is merged again once it is recorded again)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     log = logger or logging.getLogger(__name__)
     tasks = list(tasks)
+    forget = set(forget)
     for _attempt in range(MAX_ATTEMPTS):
         try:
             data, etag = store.get_with_etag(key)
             previous = pq.read_table(io.BytesIO(data)).to_pylist()
         except KeyError:
             previous, etag = [], None
-        merged = {row["task_id"]: row for row in previous}
+        merged = {row["task_id"]: row for row in previous if row["task_id"] not in forget}
+        forgotten = sorted(row["task_id"] for row in previous if row["task_id"] in forget)
         added, updated = [], []
         for task in tasks:
             when = dt.datetime.fromisoformat(task.updated_date).astimezone(dt.timezone.utc)
@@ -93,7 +98,7 @@ def record_reviewed_tasks(
                 store.put(key, buffer.getvalue(), if_none_match=True)
             else:
                 store.put(key, buffer.getvalue(), if_match=etag)
-            return RecordOutcome(rows=rows, added=added, updated=updated, location=store.describe(key))
+            return RecordOutcome(rows=rows, added=added, updated=updated, forgotten=forgotten, location=store.describe(key))
         except PreconditionFailed:
             log.info(f"{store.describe(key)} changed while merging; merging again")
     raise RecordContention(f"{store.describe(key)} kept changing under {MAX_ATTEMPTS} merge attempts; re-run the run")

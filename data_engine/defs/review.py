@@ -19,17 +19,22 @@ GROUP = "review"
 
 
 class ReviewedTaskConfig(dg.Config):
+    """A task to record; checked against CVAT, whose updated_date, project and frame count are recorded
+    (the optional fields say what the sensor saw)."""
+
     task_id: int
     name: str
-    updated_date: str  # ISO 8601
+    updated_date: str | None = None  # ISO 8601
     project_id: int | None = None
     frame_count: int = 0
 
 
 class ReviewedTasksConfig(dg.Config):
-    """The tasks the review sensor found reviewed and accepted (one model)."""
+    """The tasks the review sensor found reviewed and accepted (one model), and tasks to remove from the
+    record (`forget_task_ids`: a task recorded by mistake; list it in `tasks` again to re-record it)."""
 
     tasks: list[ReviewedTaskConfig] = []
+    forget_task_ids: list[int] = []
 
 
 def _task_frames_schema():
@@ -116,20 +121,36 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
 
     @dg.asset(partitions_def=model_partitions(fleet), group_name=GROUP, kinds={"cvat", "parquet"})
     def reviewed_tasks(
-        context: dg.AssetExecutionContext, config: ReviewedTasksConfig, object_store: ObjectStoreResource
+        context: dg.AssetExecutionContext, config: ReviewedTasksConfig, object_store: ObjectStoreResource, cvat: AnnotationResource
     ) -> dg.MaterializeResult:
-        """Every CVAT task of the model that was reviewed and accepted, as the review sensor saw it (task id,
-        name, updated_date, project id, frame count), at `assets/reviewed_tasks/<model>.parquet`. Each run
-        keeps what earlier runs recorded and adds or updates the tasks of its run config (a task accepted
-        again keeps its latest updated_date). The file is replaced by a conditional write, re-read and
-        re-merged when another run of the same model wrote first, so concurrent runs lose nothing."""
-        from data_engine.annotation.review_scan import ReviewedTask
+        """Every CVAT task of the model that was reviewed and accepted (task id, name, updated_date, project id,
+        frame count, as CVAT has them), at `assets/reviewed_tasks/<model>.parquet`. Each run keeps what
+        earlier runs recorded, removes the tasks of `forget_task_ids`, and adds or updates the tasks of its
+        run config once CVAT confirms them (they exist under that name, are this model's, and are accepted
+        now; a task accepted again keeps its latest updated_date). The file is replaced by a conditional
+        write, re-read and re-merged when another run of the same model wrote first, so concurrent runs
+        lose nothing."""
+        from data_engine.annotation.review_scan import RunConfigError, confirm_reviewed
         from data_engine.annotation.reviewed_record import RecordContention, record_reviewed_tasks
 
-        tasks = [ReviewedTask(**task.model_dump()) for task in config.tasks]
-        key = output_key(context.asset_key, context.partition_key)
+        model = context.partition_key
+        both = sorted({task.task_id for task in config.tasks} & set(config.forget_task_ids))
+        if both:
+            raise dg.Failure(f"run config of reviewed_tasks: tasks {both} are listed in both tasks and forget_task_ids; keep one")
+        tasks, skipped = [], []
+        if config.tasks:
+            try:
+                with cvat.open(logger=context.log) as backend:
+                    tasks, skipped = confirm_reviewed(backend, fleet, model, [task.model_dump() for task in config.tasks])
+            except RunConfigError as error:
+                raise dg.Failure(f"run config of reviewed_tasks ({model}): {error}") from None
+        for task in skipped:
+            context.log.warning(f"task {task['task_id']} ({task['name']}) is {task['reason']}: not recorded")
+        key = output_key(context.asset_key, model)
         try:
-            record = record_reviewed_tasks(object_store.open(), key, tasks, context.run.run_id, logger=context.log)
+            record = record_reviewed_tasks(
+                object_store.open(), key, tasks, context.run.run_id, logger=context.log, forget=config.forget_task_ids
+            )
         except RecordContention as error:
             raise dg.Failure(description=str(error)) from error
         changed = set(record.added) | set(record.updated)
@@ -144,6 +165,8 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
                 "tasks_total": len(record.rows),
                 "tasks_added": len(record.added),
                 "tasks_updated": len(record.updated),
+                "tasks_forgotten": dg.MetadataValue.json(record.forgotten),
+                "tasks_skipped": markdown_table(skipped, ["task_id", "name", "reason"]),
                 "frames_total": sum(r["frame_count"] for r in record.rows),
                 "tasks_this_run": markdown_table(recent),
             },
