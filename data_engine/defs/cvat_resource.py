@@ -57,7 +57,8 @@ class CvatResource(AnnotationResource):
         from data_engine.annotation.retry import RetryPolicy
 
         if quick:
-            # A sensor tick makes one or two calls; each may take 2 x 8 s + 2 s: far below Dagster's 60 s.
+            # A sensor tick makes one or two calls; each retries for at most 10 s (a longer Retry-After ends it)
+            # plus one 8 s try: far below Dagster's 60 s.
             retry = RetryPolicy(attempts=2, base_delay_s=self.retry_base_delay_s, max_delay_s=2.0, deadline_s=10.0)
             timeout = min(self.request_timeout_s, 8.0)
         else:
