@@ -5,14 +5,36 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
 from data_engine.config import ConfigError, load_fleet_config
 from data_engine.settings import current_settings
 
+# What a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` does.
+BROKEN_PIPE_EXIT = 141
+
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script: `run`, quiet when the reader of stdout goes away (`... | head -1`)."""
+    try:
+        code = run(argv)
+        sys.stdout.flush()  # a closed pipe shows up here, while it can still be handled
+    except BrokenPipeError:
+        # Nothing more can be printed; point stdout at devnull so the interpreter's final flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    try:
+        config = load_fleet_config()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    models = list(config.models)
     parser = argparse.ArgumentParser(prog="data-engine")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo-data", help="write the local profile's DuckDB warehouse with synthetic data")
@@ -22,24 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--frames-per-camera", type=int, default=24, help="frames per camera per day (default: 24)")
     labels = commands.add_parser("labels", help="training-label versions of a model (the profile's label store)")
     label_commands = labels.add_subparsers(dest="labels_command", required=True)
+    model_help = f"a model of the fleet config: {', '.join(models)}"
     versions = label_commands.add_parser("versions", help="list a model's label versions, oldest first; * marks latest")
-    versions.add_argument("--model", required=True)
+    versions.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
     rollback = label_commands.add_parser("rollback", help="point a model's latest label version at an earlier version")
-    rollback.add_argument("--model", required=True)
-    rollback.add_argument("--version", required=True, help="a version id, as `labels versions` lists them")
+    rollback.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
+    rollback.add_argument("--version", required=True, help="a version id of that model, as `labels versions` lists them")
     rollback.add_argument("--reason", default="", help="why (recorded in latest.json)")
     base = label_commands.add_parser(
         "import", help="make an existing COCO file (file_name = frame URI) the model's latest version, e.g. before the first merge"
     )
-    base.add_argument("--model", required=True)
+    base.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
     base.add_argument("--coco", type=Path, required=True, help="path of the COCO JSON file")
     args = parser.parse_args(argv)
 
-    try:
-        config = load_fleet_config()
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
     if args.command == "demo-data":
         from data_engine.demo import write_demo_warehouse
 
@@ -64,31 +82,23 @@ def _labels(args: argparse.Namespace, config) -> int:
     import getpass
 
     from data_engine.labels import LabelStore, LabelStoreError, PointerMoved, label_store_uri, rollback_labels
+    from data_engine.objectstore import ObjectStoreError
 
     try:
         store = LabelStore.from_uri(label_store_uri(current_settings(), config, args.model))
         if args.labels_command == "versions":
-            head = store.latest(args.model)
-            versions = store.versions(args.model)
-            if not versions:
-                print(f"no label versions of {args.model!r} at {store.describe(args.model)}")
-            for version in versions:
-                manifest = store.manifest(args.model, version)
-                counts = manifest.get("counts", {})
-                print(
-                    f"{'*' if head and head.version == version else ' '} {version}  {manifest.get('source', '?'):6}"
-                    f"  images={counts.get('images', '?')} annotations={counts.get('annotations', '?')}"
-                    f"  tasks={len(manifest.get('merged_tasks', []))} parent={manifest.get('parent') or '-'}"
-                )
-            return 0
+            return _versions(store, args.model)
         if args.labels_command == "import":
             return _import(store, args, config)
         pointer = rollback_labels(
             store, args.model, args.version, rolled_back_by=f"{getpass.getuser()} (data-engine labels rollback)", reason=args.reason
         )
-    except (LabelStoreError, PointerMoved) as error:
+    except (LabelStoreError, PointerMoved, ObjectStoreError) as error:
         print(error, file=sys.stderr)
         return 1
+    if pointer is None:
+        print(f"{args.model}: {args.version} is already the latest label version; nothing changed")
+        return 0
     print(
         f"{args.model}: latest label version is now {pointer.version} (was {pointer.record['previous'] or '-'})"
         f" at {store.describe(args.model)}"
@@ -96,11 +106,40 @@ def _labels(args: argparse.Namespace, config) -> int:
     return 0
 
 
+def _versions(store, model: str) -> int:
+    """One line per version; an unreadable latest.json or manifest is reported, and the listing goes on."""
+    from data_engine.labels import LabelStoreError
+
+    code = 0
+    try:
+        head = store.latest(model)
+    except LabelStoreError as error:
+        print(error, file=sys.stderr)
+        head, code = None, 1
+    versions = store.versions(model)
+    if not versions:
+        print(f"no label versions of {model!r} at {store.describe(model)}")
+    for version in versions:
+        try:
+            manifest = store.manifest(model, version)
+        except LabelStoreError as error:
+            print(f"? {version}  unreadable: {error}")
+            code = 1
+            continue
+        counts = manifest.get("counts", {})
+        print(
+            f"{'*' if head and head.version == version else ' '} {version}  {manifest.get('source', '?'):6}"
+            f"  images={counts.get('images', '?')} annotations={counts.get('annotations', '?')}"
+            f"  tasks={len(manifest.get('merged_tasks', []))} parent={manifest.get('parent') or '-'}"
+        )
+    return code
+
+
 def _import(store, args: argparse.Namespace, config) -> int:
     import getpass
     import json
 
-    from data_engine.labels import ExportError, LabelPolicy, import_label_set
+    from data_engine.labels import LabelPolicy, import_label_set
 
     try:
         coco = json.loads(args.coco.read_text())
@@ -113,7 +152,7 @@ def _import(store, args: argparse.Namespace, config) -> int:
             source_name=str(args.coco),
             created_by=f"{getpass.getuser()} (data-engine labels import)",
         )
-    except (OSError, ValueError, ExportError) as error:
+    except (OSError, ValueError) as error:  # ExportError is a ValueError, and so are JSON syntax errors
         print(f"cannot import {args.coco} as the labels of {args.model!r}: {error}", file=sys.stderr)
         return 1
     print(f"{args.model}: imported {args.coco} as label version {version}, now latest, at {store.describe(args.model)}")

@@ -23,6 +23,14 @@ class PreconditionFailed(Exception):
     """A conditional write lost: the object exists (if_none_match) or changed (if_match)."""
 
 
+class ObjectStoreError(RuntimeError):
+    """The store refused or could not serve a request; the message names the object and what to do."""
+
+
+# S3 error codes that mean the credentials (or the permissions they carry) are wrong.
+_CREDENTIAL_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
+
+
 class ObjectStore(ABC):
     @abstractmethod
     def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
@@ -122,7 +130,7 @@ class S3ObjectStore(ObjectStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         conditions: dict[str, str] = {}
         if if_none_match:
@@ -138,26 +146,53 @@ class S3ObjectStore(ObjectStore):
                 if_match is not None and code in ("NoSuchKey", "404")  # AWS answers If-Match on a missing key with 404
             ):
                 raise PreconditionFailed(f"{self.describe(key)}: {code} ({conditions})") from None
-            raise
+            raise self._error(key, error) from None
+        except BotoCoreError as error:
+            raise self._error(key, error) from None
         return response["ETag"]
 
     def get(self, key: str) -> bytes:
         return self.get_with_etag(key)[0]
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), response["ETag"]
         except self.client.exceptions.NoSuchKey:
             raise KeyError(f"no object {self.describe(key)}") from None
-        return response["Body"].read(), response["ETag"]
+        except (BotoCoreError, ClientError) as error:
+            raise self._error(key, error) from None
 
     def list(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         keys = []
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as error:
+            raise self._error(prefix, error) from None
         return sorted(keys)
+
+    def _error(self, key: str, error: Exception) -> ObjectStoreError:
+        """One message naming the object, what S3 (or botocore) said, and what to do about it."""
+        code = getattr(error, "response", {}).get("Error", {}).get("Code")
+        if code in _CREDENTIAL_CODES:
+            fix = (
+                "check the AWS credentials in the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE"
+                f" or the instance role) and that they may read and write s3://{self.bucket}"
+            )
+        elif code == "NoSuchBucket":
+            fix = f"create the bucket {self.bucket!r}, or fix the bucket name in the fleet config"
+        elif code is None:
+            fix = "check AWS_ENDPOINT_URL, the network and the AWS credentials, then retry"
+        else:
+            fix = "retry; if it persists, check the bucket and the S3 service"
+        return ObjectStoreError(f"{self.describe(key)}: S3 request failed ({error}); {fix}")
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -61,7 +61,7 @@ def test_export_without_the_coco_file():
         (lambda c: c["annotations"][0].update(image_id=99), "annotation 1 refers to image 99"),
         (lambda c: c["annotations"][0].update(category_id=99), "annotation 1 refers to category 99"),
         (lambda c: c["images"][1].update(id=1), "image id 1 is used more than once"),
-        (lambda c: c["images"][0].pop("width"), "needs numeric 'width' and 'height'"),
+        (lambda c: c["images"][0].pop("width"), "needs a positive, finite 'width' and 'height' (has None x 480)"),
     ],
 )
 def test_malformed_coco_is_rejected_with_the_problem(mutate, expected):
@@ -115,12 +115,20 @@ def test_problem_lists_are_capped():
 
 
 def test_change_bounds():
-    counts = {"parent_images": 1000, "parent_annotations": 10000, "images_removed": 20, "annotations": 13000}
-    assert change_problems(counts, max_removed_image_fraction=0.05, max_annotation_change_fraction=0.5) == []
-    problems = change_problems(counts, max_removed_image_fraction=0.01, max_annotation_change_fraction=0.25)
+    counts = {"parent_images": 1000, "parent_annotations": 10000, "images_removed": 20, "annotations": 13000,
+              "annotations_changed": 3000, "changed_annotations_by_frame": {frame(index=1): 40, frame(index=2): 7}}
+    assert change_problems(counts, max_removed_image_fraction=0.05, max_changed_annotation_fraction=0.5) == []
+    problems = change_problems(counts, max_removed_image_fraction=0.01, max_changed_annotation_fraction=0.25)
     assert problems == [
-        "20 of 1000 images removed (2.00%), more than the allowed 1.00%",
-        "annotations went from 10000 to 13000 (30.00% change), more than the allowed 25.00%",
+        "20 of 1000 images removed (2.00%), more than the allowed labels.max_removed_image_fraction 1.00%",
+        "3000 of the parent's 10000 annotations were deleted or altered (30.00%), more than the allowed"
+        f" labels.max_changed_annotation_fraction 25.00%; most in {frame(index=1)} (40), {frame(index=2)} (7)",
     ]
-    first = {"parent_images": 0, "parent_annotations": 0, "images_removed": 0, "annotations": 500}
-    assert change_problems(first, max_removed_image_fraction=0, max_annotation_change_fraction=0) == []
+    first = {"parent_images": 0, "parent_annotations": 0, "images_removed": 0, "annotations": 500, "annotations_changed": 0}
+    assert change_problems(first, max_removed_image_fraction=0, max_changed_annotation_fraction=0) == []
+
+
+def test_growth_is_no_change():
+    """Tripling the annotations (new frames, boxes added to old ones) is the loop working, not a change."""
+    grown = {"parent_images": 20, "parent_annotations": 76, "images_removed": 0, "annotations": 213, "annotations_changed": 0}
+    assert change_problems(grown, max_removed_image_fraction=0.01, max_changed_annotation_fraction=0.25) == []

@@ -47,6 +47,22 @@ def test_a_reviewed_frame_replaces_its_old_annotations():
     assert (c.images, c.annotations) == (3, 3) == (len(coco["images"]), len(coco["annotations"]))
     assert (c.images_added, c.images_replaced, c.images_removed) == (1, 1, 0)
     assert (c.annotations_added, c.annotations_removed) == (2, 2)
+    assert c.annotations_changed == 2 and c.changed_annotations_by_frame == {A: 2}
+
+
+def test_only_boxes_a_review_deletes_or_alters_count_as_changed():
+    """What the bound limits: the parent's boxes that are gone or different, per frame; added ones never count."""
+    base = base_json({A: [("PET", [1, 1, 10, 10]), ("HDPE", [5, 5, 10, 10])], B: [("Film", [0, 0, 5, 5])], C: [("PET", [3, 3, 3, 3])]})
+    review = task(2, {
+        A: [("PET", [1, 1, 10, 10]), ("HDPE", [5, 5, 10, 10]), ("Film", [20, 20, 5, 5])],  # kept both, added one
+        B: [("Cardboard", [0, 0, 5, 5])],  # the class altered
+        frame(index=3): [("PET", [1, 1, 1, 1])] * 4,  # a new frame
+    })
+    review = TaskExport(task_id=2, updated_date=review.updated_date, coco=review.coco, removed_frames=[C])
+    c = merge_label_sets(base, [review], CLASSES).counts
+    assert (c.images_replaced, c.images_removed, c.images_added) == (2, 1, 1)
+    assert c.annotations_changed == 2 and c.changed_annotations_by_frame == {B: 1, C: 1}
+    assert (c.parent_annotations, c.annotations) == (4, 8)
 
 
 def test_plain_pyodi_would_have_duplicated_the_frame(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -91,14 +92,49 @@ def test_first_merge_on_an_imported_base(label_store):
     assert labels_of(label_store.label_set(MODEL)) == labels_of(label_store.label_set(MODEL, outcome.version))
 
 
-def test_an_imported_base_with_duplicate_frames_is_refused(label_store):
-    base = coco_export({A: []})
-    base["images"].append({**base["images"][0], "id": 2})
-    with pytest.raises(ExportError, match=f"legacy.json: frames must be unique .*frame {A} appears more than once"):
+def _duplicate_frame(coco):
+    coco["images"].append({**coco["images"][0], "id": 99})
+
+
+def _box(value):
+    def corrupt(coco):
+        coco["annotations"][0]["bbox"][2] = value
+
+    return corrupt
+
+
+def _zero_size_image(coco):
+    coco["images"][1]["width"] = 0
+
+
+@pytest.mark.parametrize(
+    "corrupt, expected",
+    [
+        (_duplicate_frame, f"no_duplicate_images: frame {A} appears more than once"),
+        (_box(-3), "boxes_inside_images: annotation 1 has an empty box [1, 1, -3, 5]"),
+        (_zero_size_image, f"image 2 ({B}) needs a positive, finite 'width' and 'height' (has 0 x 480)"),
+        (_box(float("nan")), "annotation 1 needs a 'bbox' of 4 finite numbers [x, y, width, height] (has [1, 1, nan, 5])"),
+        (_box(float("inf")), "annotation 1 needs a 'bbox' of 4 finite numbers [x, y, width, height] (has [1, 1, inf, 5])"),
+        (_box(10_000), "annotation 1 box [1, 1, 10000, 5] lies outside its image"),
+    ],
+)
+def test_an_imported_base_must_pass_the_checks_a_merge_passes(label_store, corrupt, expected):
+    """A base with bad frames or boxes would become latest and block every later merge and export."""
+    base = coco_export({A: [("PET", [1, 1, 5, 5])], B: [("HDPE", [2, 2, 2, 2])]})
+    corrupt(base)
+    with pytest.raises(ExportError, match="legacy.json") as refused:
         import_label_set(label_store, MODEL, base, CLASSES, source_name="legacy.json")
-    assert all_keys(label_store) == []
+    assert expected in str(refused.value)
+    assert all_keys(label_store) == []  # nothing written, no pointer
     with pytest.raises(LabelStoreError, match="has no label version yet"):
         label_store.label_set(MODEL)
+
+
+def test_label_json_is_never_written_with_nan():
+    from data_engine.labels.coco import dumps
+
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        dumps({"annotations": [{"bbox": [float("nan"), 0, 1, 1]}]})
 
 
 def test_re_merging_the_same_tasks_is_a_no_op(label_store):
@@ -230,11 +266,69 @@ def test_rollback_moves_the_pointer_to_a_named_version(label_store):
     assert record["moved_by"] == "alice" and record["previous"] == second and "bad review" in record["reason"]
     assert labels_of(latest_coco(label_store)) == {A: [("PET", [1, 1, 1, 1])]}
     assert label_store.versions(MODEL) == [first, second]  # old versions stay
-    with pytest.raises(LabelStoreError, match="label version 'nope' of model 'municipals' does not exist"):
+    with pytest.raises(LabelStoreError, match="'nope' is not a label version id of model 'municipals'"):
         rollback_labels(label_store, MODEL, "nope", rolled_back_by="alice")
     # The next merge builds on the rolled-back-to version.
     third = merge_reviewed_tasks(label_store, MODEL, [task(3, {B: []})], CLASSES)
     assert third.parent == first
+
+
+def test_rollback_accepts_only_existing_versions_of_that_model(label_store):
+    ours = merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 1, 1])]})], CLASSES).version
+    theirs = merge_reviewed_tasks(label_store, "CnD", [task(1, {B: []})], CLASSES).version
+    pointer = label_store.objects.get(f"{MODEL}/latest.json")
+    refused = {
+        f"../../CnD/versions/{theirs}": "is not a label version id of model 'municipals'",
+        f"{theirs}/../../../CnD/versions/{theirs}": "is not a label version id",
+        theirs: f"label version {theirs!r} of model 'municipals' does not exist",  # CnD's id, not one of ours
+        "": "is not a label version id",
+    }
+    for version, message in refused.items():
+        with pytest.raises(LabelStoreError, match=re.escape(message)) as error:
+            rollback_labels(label_store, MODEL, version, rolled_back_by="mallory")
+        assert "data-engine labels versions --model municipals" in str(error.value)
+    assert label_store.objects.get(f"{MODEL}/latest.json") == pointer  # never moved
+
+    # Rolling back to the current latest says so (None) and changes nothing.
+    assert rollback_labels(label_store, MODEL, ours, rolled_back_by="alice") is None
+    assert label_store.objects.get(f"{MODEL}/latest.json") == pointer
+
+
+def test_a_corrupt_pointer_or_manifest_is_named_and_a_rollback_repairs_the_pointer(label_store):
+    version = merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 1, 1])]})], CLASSES).version
+    where = label_store.objects.describe(f"{MODEL}/latest.json")
+    for garbage in (b"{not json", b'{"version": "../../CnD/versions/x"}', b"[]"):
+        label_store.objects.put(f"{MODEL}/latest.json", garbage)
+        with pytest.raises(LabelStoreError) as error:
+            merge_reviewed_tasks(label_store, MODEL, [task(2, {B: []})], CLASSES)
+        assert str(error.value).startswith(f"{where} is corrupt")
+        assert f"data-engine labels rollback --model {MODEL} --version <id>" in str(error.value)
+    assert rollback_labels(label_store, MODEL, version, rolled_back_by="ops").version == version
+    assert label_store.latest(MODEL).version == version
+
+    manifest_key = f"{MODEL}/versions/{version}/manifest.json"
+    label_store.objects.put(manifest_key, b"\x00garbage")
+    with pytest.raises(LabelStoreError, match=re.escape(f"{label_store.objects.describe(manifest_key)} is corrupt")):
+        label_store.label_set(MODEL)
+
+
+def test_a_refused_merge_run_again_writes_no_second_version(label_store):
+    """The gate refuses: the version is recorded, and the same merge again gates it instead of writing a copy."""
+    merge_reviewed_tasks(label_store, MODEL, [task(1, {A: [("PET", [1, 1, 1, 1])]})], CLASSES)
+    exports = [task(1, {A: []}, updated_date="2026-03-05T08:00:00Z")]
+    refused = merge_reviewed_tasks(label_store, MODEL, exports, CLASSES, gate=lambda *_: False)
+    assert not refused.published and not refused.reused
+    keys = all_keys(label_store)
+    again = merge_reviewed_tasks(label_store, MODEL, exports, CLASSES, gate=lambda *_: False)
+    assert again.version == refused.version and again.reused and not again.published
+    assert all_keys(label_store) == keys  # nothing new written
+    seen = []
+    published = merge_reviewed_tasks(label_store, MODEL, exports, CLASSES, gate=lambda v, data, m: seen.append(m["counts"]) or True)
+    assert published.version == refused.version and published.published and published.reused
+    assert seen[0]["annotations_changed"] == 1 and label_store.latest(MODEL).version == refused.version
+    # Different inputs (another review) make a version of their own.
+    other = merge_reviewed_tasks(label_store, MODEL, [task(2, {B: []})], CLASSES, gate=lambda *_: False)
+    assert other.version not in (refused.version,) and not other.reused
 
 
 def test_a_stale_pointer_cannot_be_moved(label_store):

@@ -13,6 +13,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
@@ -313,7 +314,7 @@ def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores
             versions.append(store.latest(MODEL).version)
         earlier, good = versions
 
-        # a re-review deletes every box: more than max_annotation_change_fraction (25 %) of the labels change
+        # a re-review deletes every box: more than max_changed_annotation_fraction (25 %) of the labels are lost
         reopen(server, first)
         cursor = tick(defs, instance, cursor).cursor
         accept(server, [first], drop_shapes=10_000)
@@ -326,11 +327,19 @@ def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores
         assert store.latest(MODEL).version == good  # trainers reading latest.json never see the bad version
         checks = checks_of(blocked)
         assert not checks["counts_within_bounds"].passed and checks["counts_within_bounds"].partition == MODEL
-        assert "more than the allowed 25.00%" in checks["counts_within_bounds"].description
+        assert "more than the allowed labels.max_changed_annotation_fraction 25.00%" in checks["counts_within_bounds"].description
         assert all(checks[name].passed for name in checks if name != "counts_within_bounds")
         assert "blocking asset check" in failure_message(blocked)
         assert blocked.asset_materializations_for_node("yolo_dataset") == []  # the export (and training) waits
         assert store.version_file(MODEL, bad, "yolo.zip") is None
+
+        # the same run again, nothing fixed: the refused version is gated again, no copy of it is written
+        written = store.objects.list("")
+        again = run_request(defs, instance, result.run_requests[0], raise_on_error=False)
+        assert not again.success and store.objects.list("") == written
+        assert metadata_of(again, "training_labels")["label_version"] == bad
+        assert metadata_of(again, "training_labels")["reused_refused_version"] is True
+        assert "again (the same merge as a run before: nothing new written)" in metadata_of(again, "training_labels")["note"]
 
         # the person on call lists the versions and rolls back to the earlier one, through the CLI
         listing = cli(home, "labels", "versions", "--model", MODEL)
@@ -368,6 +377,62 @@ def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores
     assert "Glass" in checks["categories_match_classes"].description
     assert blocked.asset_materializations_for_node("yolo_dataset") == []
     assert blocked.dagster_run.tags[MERGE_TAG] == MODEL  # launchpad / backfill runs carry the tag too
+
+
+def test_newly_reviewed_frames_grow_the_labels_past_the_old_change_bound(review_env, server):
+    """Tasks 2 and 3 merged onto task 1's labels nearly triple the annotations: growth, not change."""
+    home = review_env
+    store = LabelStore.local(home / "labels")
+    defs = local_defs(server, home)
+    with dg.instance_for_test() as instance:
+        make_review_tasks(defs, instance)
+        first, second, third = (t.id for t in our_tasks(server.state))
+        cursor = tick(defs, instance, None).cursor
+        for batch in ([first], [second, third]):
+            accept(server, batch)
+            result = tick(defs, instance, cursor)
+            cursor = result.cursor
+            run = run_request(defs, instance, result.run_requests[0], raise_on_error=False)
+            assert run.success, failure_message(run)
+        counts = store.manifest(MODEL, store.latest(MODEL).version)["counts"]
+        assert counts["annotations"] > 1.25 * counts["parent_annotations"] > 0  # beyond the old 25 % "change"
+        assert counts["images_added"] == 12 and counts["annotations_changed"] == 0
+        assert checks_of(run)["counts_within_bounds"].passed and len(store.versions(MODEL)) == 2
+
+
+def test_export_without_any_label_version_says_why(review_env, server):
+    """Nothing reviewed, nothing imported: training_labels says nothing to merge, yolo_dataset says what to do."""
+    defs = local_defs(server, review_env)
+    with dg.instance_for_test() as instance:
+        run = defs.resolve_job_def("label_merge_job").execute_in_process(partition_key=MODEL, instance=instance, raise_on_error=False)
+    assert "nothing to merge" in metadata_of(run, "training_labels")["note"]
+    message = failure_message(run)
+    assert "has no label version yet" in message and "materialize training_labels first" not in message
+    assert f"data-engine labels import --model {MODEL}" in message and "accept review tasks in CVAT" in message
+
+
+def test_s3_faults_fail_the_merge_with_one_message(review_env, server, s3_server, monkeypatch):
+    """A corrupt latest.json and a wrong AWS secret: the run fails naming the object and the fix."""
+    bucket = f"labels-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    s3_server.client().put_object(Bucket=bucket, Key=f"labels/{MODEL}/latest.json", Body=b'{"version": "../../CnD/x"}')
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    stores = LabelStoreResource(locations={m: f"s3://{bucket}/labels" for m in TEST_FLEET["models"]})
+    defs = local_defs(server, review_env, label_stores=stores)
+    latest = f"s3://{bucket}/labels/{MODEL}/latest.json"
+    wrong = "not-the-secret-7f3a"
+    for secret, expected in ((s3_server.env()["AWS_SECRET_ACCESS_KEY"], f"{latest} is corrupt"), (wrong, f"{latest}: S3 request failed")):
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # as in a new run process: boto3 caches what it read
+        with dg.instance_for_test() as instance:
+            run = defs.resolve_job_def("label_merge_job").execute_in_process(
+                partition_key=MODEL, instance=instance, raise_on_error=False
+            )
+        [failure] = [e for e in run.get_step_failure_events() if e.step_key == "training_labels"]
+        message = failure.event_specific_data.error.message
+        assert expected in message and wrong not in message
+    assert "SignatureDoesNotMatch" in message and "check the AWS credentials" in message
 
 
 def test_merges_of_one_model_queue_behind_each_other(local_env):

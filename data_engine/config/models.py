@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -164,13 +164,25 @@ class LabelsConfig(_Strict):
     # skip its annotations, or map it to a class through `label_mapping`.
     unknown_label: Literal["fail", "skip", "map"] = "fail"
     label_mapping: dict[Name, Name] = Field(default_factory=dict)
-    # Asset-check bounds on one merge's change, as fractions of the parent version's counts.
+    # Asset-check bounds on what one merge takes from the labels its parent already had, as fractions
+    # of the parent's counts: frames removed, and annotations deleted or altered. Added ones never count.
     max_removed_image_fraction: float = Field(default=0.01, ge=0, le=1)
-    max_annotation_change_fraction: float = Field(default=0.25, ge=0)
+    max_changed_annotation_fraction: float = Field(default=0.25, ge=0, le=1)
     split_ratios: SplitRatios = Field(default_factory=SplitRatios)
     split_seed: int = 0
     # Frames of one camera within one window go to the same split, so near-duplicates never straddle.
     split_window_minutes: int = Field(default=60, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_bound(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_annotation_change_fraction" in data:
+            raise ValueError(
+                "max_annotation_change_fraction was replaced by max_changed_annotation_fraction, which bounds only the"
+                " parent's annotations that a merge deletes or alters (added ones, the loop's growth, no longer count):"
+                " rename the key (the default is 0.25)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _mapping_only_with_map(self) -> LabelsConfig:

@@ -39,8 +39,8 @@ CHECKS = {
     "boxes_inside_images": "Every box has positive width and height and lies inside its image.",
     "no_duplicate_images": "No frame URI appears twice (a re-reviewed frame replaces its old annotations).",
     "categories_match_classes": "The categories are exactly the model's classes from the fleet config.",
-    "counts_within_bounds": "This version's change against its parent stays within labels.max_removed_image_fraction"
-    " and labels.max_annotation_change_fraction.",
+    "counts_within_bounds": "What this version takes from its parent's labels stays within labels.max_removed_image_fraction"
+    " (frames removed) and labels.max_changed_annotation_fraction (annotations deleted or altered); growth never counts.",
 }
 
 
@@ -75,7 +75,7 @@ def _check_results(coco: dict, counts: dict, classes: list[str], labels_config, 
     problems["counts_within_bounds"] = change_problems(
         counts,
         max_removed_image_fraction=labels_config.max_removed_image_fraction,
-        max_annotation_change_fraction=labels_config.max_annotation_change_fraction,
+        max_changed_annotation_fraction=labels_config.max_changed_annotation_fraction,
     )
     return [
         dg.AssetCheckResult(
@@ -136,6 +136,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             merge_reviewed_tasks,
         )
         from data_engine.labels.reviewed import collect_reviewed_exports, pending_tasks
+        from data_engine.objectstore import ObjectStoreError
 
         model = context.partition_key
         model_config = fleet.models[model]
@@ -143,8 +144,8 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
         store = label_stores.open(model)
         objects = object_store.open()
         reviewed_key = output_key(dg.AssetKey("reviewed_tasks"), model)
-        reviewed = _read_rows(objects, reviewed_key) or []
         try:
+            reviewed = _read_rows(objects, reviewed_key) or []
             head = store.latest(model)
             manifest = store.manifest(model, head.version) if head else None
             pending = pending_tasks(reviewed, manifest["tasks"] if manifest else {})
@@ -189,8 +190,9 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
                 )
                 version = outcome.version
                 if not outcome.published:
+                    again = " again (the same merge as a run before: nothing new written)" if outcome.reused else ""
                     note = (
-                        f"label version {version} failed its checks and was not published: latest still names"
+                        f"label version {version} failed its checks{again} and was not published: latest still names"
                         f" {outcome.parent or 'no version'}; fix the reviews (or the config bounds) and re-run"
                     )
                     context.log.error(note)
@@ -201,6 +203,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
                 ]
                 metadata |= {
                     "merged_now": outcome.created,
+                    "reused_refused_version": outcome.reused,
                     "published": outcome.published,
                     "tasks_merged": len(outcome.merged_tasks),
                     "merged_tasks": markdown_table(merged_rows),
@@ -220,7 +223,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             else:
                 coco = store.label_set(model, version) if version else empty_label_set(classes)
                 check_results = _check_results(coco, counts, classes, model_config.labels, version)
-        except (AnnotationError, ExportError, LabelStoreError, ConcurrentMergeError) as error:
+        except (AnnotationError, ExportError, LabelStoreError, ConcurrentMergeError, ObjectStoreError) as error:
             raise dg.Failure(description=str(error)) from error
 
         if version is not None:
@@ -255,21 +258,26 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
         (labels.split_window_minutes), so near-duplicate frames never straddle splits. Written once per
         version: a re-run finds the zip there and writes nothing."""
         from data_engine.labels import LabelStoreError, SplitSettings, export_yolo, split_summary, yolo_zip
+        from data_engine.objectstore import ObjectStoreError
 
         model = context.partition_key
         model_config = fleet.models[model]
         classes = list(model_config.classes)
         store = label_stores.open(model)
-        head = store.latest(model)
-        if head is None:
-            raise dg.Failure(f"model {model!r} has no label version at {store.describe(model)}; materialize training_labels first")
         try:
+            head = store.latest(model)
+            if head is None:
+                raise dg.Failure(
+                    f"model {model!r} has no label version yet at {store.describe(model)}, so there is nothing to export:"
+                    " no reviewed task has been merged (accept review tasks in CVAT; cvat_review_sensor requests the merge),"
+                    f" and no base was imported (`data-engine labels import --model {model} --coco FILE`)"
+                )
             coco = store.label_set(model, head.version)
-        except LabelStoreError as error:
+            settings = SplitSettings.from_config(model_config.labels)
+            data = yolo_zip(export_yolo(coco, classes, settings=settings))
+            written = store.write_version_file(model, head.version, YOLO_ZIP, data)
+        except (LabelStoreError, ObjectStoreError) as error:
             raise dg.Failure(description=str(error)) from error
-        settings = SplitSettings.from_config(model_config.labels)
-        data = yolo_zip(export_yolo(coco, classes, settings=settings))
-        written = store.write_version_file(model, head.version, YOLO_ZIP, data)
         summary = split_summary(coco, settings)
         path = store.objects.describe(f"{model}/versions/{head.version}/{YOLO_ZIP}")
         context.log.info(f"{path}: {'written' if written else 'already there, nothing written'}")

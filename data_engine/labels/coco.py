@@ -125,13 +125,16 @@ def empty_label_set(classes: Sequence[str]) -> Coco:
 
 
 def dumps(coco: Coco) -> bytes:
-    """Compact JSON (the C encoder; json.dump to a file would use the slow pure-Python one)."""
-    return json.dumps(coco, separators=(",", ":")).encode()
+    """Compact, standard JSON (the C encoder; json.dump to a file would use the slow pure-Python one).
+
+    NaN and infinity raise ValueError: they are not JSON, and the checks refuse them before this.
+    """
+    return json.dumps(coco, separators=(",", ":"), allow_nan=False).encode()
 
 
 def write_coco(path: Path, coco: Coco, batch: int = 100_000) -> None:
     """Write `coco` as compact JSON in batches: C-encoder speed without a second full copy in memory."""
-    encode = json.JSONEncoder(separators=(",", ":")).encode
+    encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
     with open(path, "w", encoding="ascii") as out:
         out.write("{")
         first = True

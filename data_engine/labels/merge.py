@@ -17,6 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+# How many frames `MergeCounts.changed_annotations_by_frame` names.
+MOST_CHANGED_FRAMES = 5
+
 from data_engine.labels.coco import (
     Coco,
     ExportError,
@@ -53,8 +56,12 @@ class MergeCounts:
     images_replaced: int  # reviewed frames that were in the label set: their old annotations are gone
     images_removed: int  # frames dropped by a reviewer (TaskExport.removed_frames)
     annotations_added: int
-    annotations_removed: int
+    annotations_removed: int  # every annotation of the replaced and removed frames, as they were
+    # Of those, the ones the new reviews do not keep as they were (same class, same box): what
+    # labels.max_changed_annotation_fraction bounds. A re-review that only adds boxes changes none.
+    annotations_changed: int
     skipped_annotations: dict[str, int] = field(default_factory=dict)  # unknown label -> count (policy skip)
+    changed_annotations_by_frame: dict[str, int] = field(default_factory=dict)  # the frames changed most, for messages
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,19 +183,29 @@ def merge_label_sets(
     if not base_is_canonical or dropped_ids:
         base_json = None  # pyodi gets the rewritten base; let the original bytes go now (peak memory)
     images_replaced = images_removed = annotations_removed = 0
+    changed_by_frame: Counter[str] = Counter()
     if dropped_ids:
-        kept_images = []
+        kept_images, dropped_images = [], []
         for image in base["images"]:
-            if image["id"] not in dropped_ids:
-                kept_images.append(image)
-            elif image["file_name"] in reviewed:
+            (dropped_images if image["id"] in dropped_ids else kept_images).append(image)
+        kept_annotations, old_boxes = [], {image_id: Counter() for image_id in dropped_ids}
+        for annotation in base["annotations"]:
+            if annotation["image_id"] in dropped_ids:
+                old_boxes[annotation["image_id"]][_box(annotation)] += 1
+            else:
+                kept_annotations.append(annotation)
+        for image in dropped_images:
+            old = old_boxes[image["id"]]
+            if image["file_name"] in reviewed:
                 images_replaced += 1
+                old -= Counter(_box(a) for a in reviewed[image["file_name"]][1])  # what the review kept is no change
             else:
                 images_removed += 1
-        kept_annotations = [a for a in base["annotations"] if a["image_id"] not in dropped_ids]
+            if old.total():
+                changed_by_frame[image["file_name"]] = old.total()
         annotations_removed = len(base["annotations"]) - len(kept_annotations)
         base["images"], base["annotations"] = kept_images, kept_annotations
-        del kept_images, kept_annotations  # `base` holds the only reference, so clearing it frees them
+        del kept_images, kept_annotations, dropped_images, old_boxes  # `base` holds the only reference, so this frees them
 
     # Fresh ids for the reviewed frames; pyodi renumbers everything anyway.
     add = {"categories": categories_for(classes), "images": [], "annotations": []}
@@ -211,9 +228,16 @@ def merge_label_sets(
         images_removed=images_removed,
         annotations_added=len(add["annotations"]),
         annotations_removed=annotations_removed,
+        annotations_changed=changed_by_frame.total(),
         skipped_annotations=dict(sorted(skipped.items())),
+        changed_annotations_by_frame=dict(changed_by_frame.most_common(MOST_CHANGED_FRAMES)),
     )
     return MergeResult(annotations_json=merged, counts=counts)
+
+
+def _box(annotation: Mapping[str, Any]) -> tuple:
+    """An annotation's class and box (to 1/100 px): equal for a box a re-review left as it was."""
+    return annotation["category_id"], *(round(v, 2) for v in annotation["bbox"])
 
 
 def _pyodi_merge(base_json: bytes | None, base: Coco, add: Coco) -> bytes:

@@ -5,10 +5,13 @@ Layout (a contract: trainers read it), under the store's root:
     <model>/versions/<version_id>/annotations.json   COCO; images' file_name = frame URI
     <model>/versions/<version_id>/manifest.json      parent, merged tasks, counts, sha256 of annotations.json
     <model>/latest.json                              {"version": ..., "moved_at", "moved_by", "reason", "previous"}
+    <model>/refused/<digest>.json                    {"version": ...}: a merge's version its checks refused
 
 Every object of a version is written once (If-None-Match); the manifest goes last, so a version
 without one is incomplete and ignored. The pointer moves by compare-and-swap (If-Match on the ETag
 read, If-None-Match for the first), so a writer that lost a race finds out instead of overwriting.
+A refused version is recorded under the digest of its parent and content, so re-running the same
+merge finds it instead of writing the same version again.
 The same class runs on S3 (prod) and on a local folder (local profile) through ObjectStore.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +31,21 @@ from data_engine.objectstore import LocalObjectStore, ObjectStore, PreconditionF
 ANNOTATIONS = "annotations.json"
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
+REFUSED = "refused"
+# What new_version_id makes; nothing else names a version (a rollback target is a path segment).
+VERSION_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
 
 
 class LabelStoreError(RuntimeError):
     """The label store is missing something it should hold, or holds something corrupt."""
+
+
+class CorruptPointer(LabelStoreError):
+    """`latest.json` cannot be read as a pointer; `etag` lets a rollback replace it."""
+
+    def __init__(self, message: str, etag: str):
+        super().__init__(message)
+        self.etag = etag
 
 
 class PointerMoved(Exception):
@@ -50,6 +65,15 @@ def new_version_id(now: dt.datetime | None = None) -> str:
     """`YYYYMMDDTHHMMSSffffffZ-<random>`: sorts by creation time; the suffix keeps concurrent ids apart."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return f"{now.astimezone(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
+
+
+def check_version_id(model: str, version: str) -> None:
+    """Refuse anything that is not a version id (e.g. `../../other/versions/<id>`), naming the fix."""
+    if not isinstance(version, str) or not VERSION_ID.fullmatch(version):
+        raise LabelStoreError(
+            f"{version!r} is not a label version id of model {model!r} (they look like 20261125T101500123456Z-1a2b3c4d);"
+            f" list them with `data-engine labels versions --model {model}`"
+        )
 
 
 def sha256(data: bytes) -> str:
@@ -107,17 +131,38 @@ class LabelStore:
             data, etag = self.objects.get_with_etag(f"{model}/{LATEST}")
         except KeyError:
             return None
-        record = json.loads(data)
+        try:
+            record = json.loads(data)
+            check_version_id(model, record["version"])
+        except (ValueError, TypeError, KeyError, LabelStoreError):
+            raise CorruptPointer(
+                f"{self.objects.describe(f'{model}/{LATEST}')} is corrupt (not a JSON object naming a version id);"
+                f" point it at a good version with `data-engine labels rollback --model {model} --version <id>`"
+                f" (list them with `data-engine labels versions --model {model}`)",
+                etag,
+            ) from None
         return Pointer(version=record["version"], etag=etag, record=record)
 
     def manifest(self, model: str, version: str) -> dict[str, Any]:
+        check_version_id(model, version)
+        key = f"{model}/versions/{version}/{MANIFEST}"
         try:
-            return json.loads(self.objects.get(f"{model}/versions/{version}/{MANIFEST}"))
+            data = self.objects.get(key)
         except KeyError:
             raise LabelStoreError(
                 f"label version {version!r} of model {model!r} does not exist (or is incomplete) at {self.describe(model, version)};"
-                f" list the versions with LabelStore.versions"
+                f" list the versions with `data-engine labels versions --model {model}`"
             ) from None
+        try:
+            manifest = json.loads(data)
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("annotations_sha256"), str):
+                raise ValueError("not a manifest")
+        except ValueError:
+            raise LabelStoreError(
+                f"{self.objects.describe(key)} is corrupt (not a label version manifest); the version cannot be used:"
+                f" if it is latest, roll back to another with `data-engine labels rollback --model {model} --version <id>`"
+            ) from None
+        return manifest
 
     def annotations(self, model: str, version: str) -> bytes:
         """The version's annotations.json bytes, checked against the manifest's sha256."""
@@ -163,6 +208,19 @@ class LabelStore:
         self.objects.put(f"{base}/{ANNOTATIONS}", annotations_json, if_none_match=True)
         self.objects.put(f"{base}/{MANIFEST}", json.dumps(manifest, indent=1).encode(), if_none_match=True)
         return version
+
+    def refused_version(self, model: str, digest: str) -> str | None:
+        """The complete version recorded as refused under `digest` (`record_refused`), if any."""
+        try:
+            version = json.loads(self.objects.get(f"{model}/{REFUSED}/{digest}.json"))["version"]
+            self.manifest(model, version)
+        except (KeyError, ValueError, TypeError, LabelStoreError):
+            return None  # never recorded, or unreadable: the merge writes the version again
+        return version
+
+    def record_refused(self, model: str, digest: str, version: str) -> None:
+        """Remember that `version` (parent and content summed up by `digest`) failed its checks."""
+        self.objects.put(f"{model}/{REFUSED}/{digest}.json", json.dumps({"version": version}).encode())
 
     def version_file(self, model: str, version: str, name: str) -> bytes | None:
         """A file derived from a version (e.g. `yolo.zip`), or None when it was not written yet."""

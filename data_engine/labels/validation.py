@@ -6,6 +6,7 @@ reject a bad export up front. Lists are capped so a wholly broken set still give
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any
@@ -30,7 +31,8 @@ class _Problems:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+    """A finite number: NaN and infinity pass every comparison test silently, so they are no numbers here."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def structure_problems(coco: Any) -> list[str]:
@@ -46,15 +48,21 @@ def structure_problems(coco: Any) -> list[str]:
     for image in coco["images"]:
         if not isinstance(image, dict) or not isinstance(image.get("id"), int) or not isinstance(image.get("file_name"), str):
             problems.add(f"image {_short(image)} needs an integer 'id' and a string 'file_name'")
-        elif not (_number(image.get("width")) and _number(image.get("height"))):
-            problems.add(f"image {image['id']} ({image['file_name']}) needs numeric 'width' and 'height'")
+        elif not (_number(image.get("width")) and _number(image.get("height")) and image["width"] > 0 and image["height"] > 0):
+            problems.add(
+                f"image {image['id']} ({image['file_name']}) needs a positive, finite 'width' and 'height'"
+                f" (has {image.get('width')!r} x {image.get('height')!r})"
+            )
     for annotation in coco["annotations"]:
         if not isinstance(annotation, dict) or not all(
             isinstance(annotation.get(k), int) for k in ("id", "image_id", "category_id")
         ):
             problems.add(f"annotation {_short(annotation)} needs integer 'id', 'image_id' and 'category_id'")
         elif not (isinstance(annotation.get("bbox"), list) and len(annotation["bbox"]) == 4 and all(map(_number, annotation["bbox"]))):
-            problems.add(f"annotation {annotation['id']} needs a 'bbox' of 4 numbers [x, y, width, height]")
+            problems.add(
+                f"annotation {annotation['id']} needs a 'bbox' of 4 finite numbers [x, y, width, height]"
+                f" (has {_short(annotation.get('bbox'))})"
+            )
     for category in coco["categories"]:
         if not isinstance(category, dict) or not isinstance(category.get("id"), int) or not isinstance(category.get("name"), str):
             problems.add(f"category {_short(category)} needs an integer 'id' and a string 'name'")
@@ -137,26 +145,29 @@ def validate_label_set(coco: Any, classes: Sequence[str]) -> dict[str, list[str]
 
 
 def change_problems(
-    counts: Mapping[str, int], *, max_removed_image_fraction: float, max_annotation_change_fraction: float
+    counts: Mapping[str, Any], *, max_removed_image_fraction: float, max_changed_annotation_fraction: float
 ) -> list[str]:
-    """One merge's change against its parent, within the configured bounds (a manifest's `counts`).
+    """One merge's change to the labels its parent already had, within the configured bounds (a
+    manifest's `counts`). Growth is the loop working: added frames and added boxes never count.
 
-    The first version (no parent images) is always within bounds.
+    The first version (no parent images) is always within bounds. Manifests written before
+    `annotations_changed` was counted passed the bound of their time and are not re-judged.
     """
     parent_images, parent_annotations = counts.get("parent_images", 0), counts.get("parent_annotations", 0)
     problems = []
     if parent_images and counts["images_removed"] / parent_images > max_removed_image_fraction:
         problems.append(
-            f"{counts['images_removed']} of {parent_images} images removed"
-            f" ({counts['images_removed'] / parent_images:.2%}), more than the allowed {max_removed_image_fraction:.2%}"
+            f"{counts['images_removed']} of {parent_images} images removed ({counts['images_removed'] / parent_images:.2%}),"
+            f" more than the allowed labels.max_removed_image_fraction {max_removed_image_fraction:.2%}"
         )
-    if parent_annotations:
-        change = abs(counts["annotations"] - parent_annotations) / parent_annotations
-        if change > max_annotation_change_fraction:
-            problems.append(
-                f"annotations went from {parent_annotations} to {counts['annotations']} ({change:.2%} change),"
-                f" more than the allowed {max_annotation_change_fraction:.2%}"
-            )
+    changed = counts.get("annotations_changed")
+    if parent_annotations and changed is not None and changed / parent_annotations > max_changed_annotation_fraction:
+        frames = ", ".join(f"{uri} ({n})" for uri, n in counts.get("changed_annotations_by_frame", {}).items())
+        problems.append(
+            f"{changed} of the parent's {parent_annotations} annotations were deleted or altered ({changed / parent_annotations:.2%}),"
+            f" more than the allowed labels.max_changed_annotation_fraction {max_changed_annotation_fraction:.2%}"
+            + (f"; most in {frames}" if frames else "")
+        )
     return problems
 
 

@@ -8,6 +8,7 @@ moving the pointer leaves an orphan version that nothing points at, and a rerun 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +17,8 @@ from typing import Any
 
 from data_engine.labels.coco import Coco, ExportError, TaskExport, dumps, parse_updated_date
 from data_engine.labels.merge import LabelPolicy, MergeCounts, conform, merge_label_sets
-from data_engine.labels.store import LabelStore, LabelStoreError, Pointer, PointerMoved
-from data_engine.labels.validation import duplicate_image_problems
+from data_engine.labels.store import CorruptPointer, LabelStore, LabelStoreError, Pointer, PointerMoved, check_version_id, sha256
+from data_engine.labels.validation import validate_label_set
 
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -30,9 +31,12 @@ class ConcurrentMergeError(RuntimeError):
 class MergeOutcome:
     """What `merge_reviewed_tasks` did, for the asset's metadata."""
 
-    version: str | None  # the latest version afterwards (None: still no labels)
+    version: str | None  # the latest version afterwards, or the refused one (None: still no labels)
     parent: str | None
     created: bool  # False: every task was already merged, nothing written
+    # True: an earlier run's identical version (same parent, same content) was refused by its gate and
+    # is gated again instead of written again (a re-run with raised bounds publishes it).
+    reused: bool = False
     merged_tasks: list[str] = field(default_factory=list)
     already_merged_tasks: list[str] = field(default_factory=list)
     counts: MergeCounts | None = None
@@ -65,6 +69,8 @@ def merge_reviewed_tasks(
     The first merge starts from an empty label set (or from one `import_label_set` wrote).
     `gate` sees the new version before the pointer moves: when it refuses, the version stays written
     but unpublished, so trainers reading `latest.json` never see a label set that failed its checks.
+    A refused version is recorded; the same merge run again (same parent, same result) gates that
+    version again instead of writing another copy, so failed re-runs do not pile up versions.
     """
     exports = _newest_per_task(exports)
     for attempt in range(1, max_attempts + 1):
@@ -94,20 +100,28 @@ def merge_reviewed_tasks(
         merged_tasks = [{"task_id": str(e.task_id), "updated_date": e.updated_date} for e in pending]
         for entry in merged_tasks:
             tasks[entry["task_id"]] = {"updated_date": entry["updated_date"]}
-        manifest_of_version = {
-            "parent": head.version if head else None,
-            "source": "merge",
-            "created_by": created_by,
-            "classes": list(classes),
-            "merged_tasks": merged_tasks,
-            "tasks": tasks,
-            "counts": result.counts.as_dict(),
-        }
-        version = store.write_version(model, result.annotations_json, manifest_of_version)
+        parent = head.version if head else None
+        digest = sha256(json.dumps([parent, sha256(result.annotations_json), merged_tasks]).encode())
+        version = store.refused_version(model, digest)
+        reused = version is not None
+        if reused:
+            manifest_of_version = store.manifest(model, version)
+        else:
+            manifest_of_version = {
+                "parent": parent,
+                "source": "merge",
+                "created_by": created_by,
+                "classes": list(classes),
+                "merged_tasks": merged_tasks,
+                "tasks": tasks,
+                "counts": result.counts.as_dict(),
+            }
+            version = store.write_version(model, result.annotations_json, manifest_of_version)
         outcome = MergeOutcome(
             version=version,
-            parent=head.version if head else None,
+            parent=parent,
             created=True,
+            reused=reused,
             merged_tasks=[e["task_id"] for e in merged_tasks],
             already_merged_tasks=done,
             counts=result.counts,
@@ -115,6 +129,7 @@ def merge_reviewed_tasks(
             location=store.describe(model, version),
         )
         if gate is not None and not gate(version, result.annotations_json, manifest_of_version):
+            store.record_refused(model, digest, version)
             return replace(outcome, published=False)
         try:
             store.move_latest(model, version, head, reason="merge", moved_by=created_by)
@@ -141,18 +156,23 @@ def import_label_set(
 ) -> str:
     """Make an existing COCO label set (file_name = frame URI) the model's latest version.
 
-    Its categories are matched to the model's classes by name, like a reviewed task's. Fails with
-    PointerMoved if the pointer moves meanwhile (an import is a one-off; rerun it).
+    Its categories are matched to the model's classes by name, like a reviewed task's. It must pass
+    the content checks a merge's version passes before it is published (ExportError naming each
+    problem; nothing written). Fails with PointerMoved if the pointer moves meanwhile (an import is a
+    one-off; rerun it).
     """
     conformed, skipped = conform(coco, classes, policy, source_name)
-    if duplicates := duplicate_image_problems(conformed):
-        raise ExportError(f"{source_name}: frames must be unique to be replaced by later reviews: " + "; ".join(duplicates))
+    if problems := {check: found for check, found in validate_label_set(conformed, classes).items() if found}:
+        raise ExportError(
+            f"{source_name} fails the label checks, nothing imported: "
+            + "; ".join(f"{check}: {'; '.join(found)}" for check, found in problems.items())
+        )
     head = store.latest(model)
     data = dumps(conformed)
     images, annotations = len(conformed["images"]), len(conformed["annotations"])
     counts = MergeCounts(
         parent_images=0, parent_annotations=0, images=images, annotations=annotations, images_added=images,
-        images_replaced=0, images_removed=0, annotations_added=annotations, annotations_removed=0,
+        images_replaced=0, images_removed=0, annotations_added=annotations, annotations_removed=0, annotations_changed=0,
         skipped_annotations=dict(skipped),
     )
     version = store.write_version(
@@ -173,16 +193,31 @@ def import_label_set(
     return version
 
 
-def rollback_labels(store: LabelStore, model: str, version: str, *, rolled_back_by: str, reason: str = "") -> Pointer:
-    """Point the model's latest at an existing version (recording who and why).
+def rollback_labels(
+    store: LabelStore, model: str, version: str, *, rolled_back_by: str, reason: str = ""
+) -> Pointer | None:
+    """Point the model's latest at an existing version of that model (recording who and why).
 
-    The tasks merged after that version are no longer in the latest manifest, so the next merge
-    merges them again if they are still offered; reject them in CVAT first if they were the problem.
+    Only a version id listed by `store.versions(model)` is accepted (never a path to another model's
+    version). A corrupt `latest.json` is replaced (this is how to repair it). The tasks merged after that
+    version are no longer in the latest manifest, so the next merge merges them again if they are
+    still offered; reject them in CVAT first if they were the problem. Returns the moved pointer, or
+    None when `version` already was latest (nothing changed).
     """
-    store.manifest(model, version)  # raises, naming the version, if it does not exist
-    head = store.latest(model)
+    check_version_id(model, version)
+    if version not in store.versions(model):
+        raise LabelStoreError(
+            f"label version {version!r} of model {model!r} does not exist (or is incomplete) at {store.describe(model)};"
+            f" list the versions with `data-engine labels versions --model {model}`"
+        )
+    try:
+        head = store.latest(model)
+    except CorruptPointer as corrupt:
+        head = Pointer(version="(corrupt latest.json)", etag=corrupt.etag, record={})
     if head is None:
         raise LabelStoreError(f"model {model!r} has no latest label version to roll back from")
+    if head.version == version:
+        return None
     return store.move_latest(model, version, head, reason=f"rollback: {reason}" if reason else "rollback", moved_by=rolled_back_by)
 
 
