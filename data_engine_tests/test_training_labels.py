@@ -327,7 +327,7 @@ def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores
         assert store.latest(MODEL).version == good  # trainers reading latest.json never see the bad version
         checks = checks_of(blocked)
         assert not checks["counts_within_bounds"].passed and checks["counts_within_bounds"].partition == MODEL
-        assert "more than the allowed labels.max_changed_annotation_fraction 25.00%" in checks["counts_within_bounds"].description
+        assert "more than the allowed labels.max_changed_annotation_fraction 25.00%; most in s3://" in checks["counts_within_bounds"].description
         assert all(checks[name].passed for name in checks if name != "counts_within_bounds")
         assert "blocking asset check" in failure_message(blocked)
         assert blocked.asset_materializations_for_node("yolo_dataset") == []  # the export (and training) waits
@@ -397,6 +397,7 @@ def test_newly_reviewed_frames_grow_the_labels_past_the_old_change_bound(review_
         counts = store.manifest(MODEL, store.latest(MODEL).version)["counts"]
         assert counts["annotations"] > 1.25 * counts["parent_annotations"] > 0  # beyond the old 25 % "change"
         assert counts["images_added"] == 12 and counts["annotations_changed"] == 0
+        assert metadata_of(run, "training_labels")["annotations_changed"] == 0
         assert checks_of(run)["counts_within_bounds"].passed and len(store.versions(MODEL)) == 2
 
 

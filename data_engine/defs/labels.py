@@ -239,6 +239,8 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
                 "images_removed": counts["images_removed"],
                 "annotations_added": counts["annotations_added"],
                 "annotations_removed": counts["annotations_removed"],
+                # What counts_within_bounds limits; versions older than the count do not have it.
+                **({"annotations_changed": counts["annotations_changed"]} if "annotations_changed" in counts else {}),
                 "tasks_in_version": len(manifest.get("tasks", {})),
                 "counts": markdown_table(
                     [{"count": k, "value": v} for k, v in counts.items() if not isinstance(v, dict)], ["count", "value"]
