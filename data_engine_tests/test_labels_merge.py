@@ -65,6 +65,15 @@ def test_only_boxes_a_review_deletes_or_alters_count_as_changed():
     assert (c.parent_annotations, c.annotations) == (4, 8)
 
 
+def test_a_base_with_nan_from_before_the_checks_fails_the_merge_by_name():
+    """Label JSON is never written with NaN: a version that holds it (imported before imports were checked)
+    fails the merge naming the version and the way out, instead of a new version with NaN in it."""
+    base = coco_export({A: [("PET", [1, 1, 10, 10])], B: [("PET", [float("nan"), 1, 1, 1])]})
+    review = task(2, {A: [("HDPE", [2, 2, 2, 2])]})
+    with pytest.raises(ExportError, match="label version 1 holds numbers that are not JSON .*data-engine labels rollback"):
+        merge_label_sets(json.dumps(base).encode(), [review], CLASSES, base_name="label version 1")
+
+
 def test_plain_pyodi_would_have_duplicated_the_frame(tmp_path):
     """The reason for dropping replaced frames first: pyodi alone appends blindly."""
     from pyodi.apps.coco import coco_merge

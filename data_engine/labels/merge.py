@@ -215,7 +215,7 @@ def merge_label_sets(
     for annotation_id, annotation in enumerate(add["annotations"], start=1):
         annotation["id"] = annotation_id
 
-    merged = _pyodi_merge(base_json, base, add)
+    merged = _pyodi_merge(base_json, base, add, base_name)
     images = parent_images - images_replaced - images_removed + len(add["images"])
     annotations = parent_annotations - annotations_removed + len(add["annotations"])
     counts = MergeCounts(
@@ -240,7 +240,7 @@ def _box(annotation: Mapping[str, Any]) -> tuple:
     return annotation["category_id"], *(round(v, 2) for v in annotation["bbox"])
 
 
-def _pyodi_merge(base_json: bytes | None, base: Coco, add: Coco) -> bytes:
+def _pyodi_merge(base_json: bytes | None, base: Coco, add: Coco, base_name: str) -> bytes:
     """pyodi's coco_merge on temporary files; `base_json` (when unchanged) is written as it is."""
     from pyodi.apps.coco import coco_merge
 
@@ -249,7 +249,13 @@ def _pyodi_merge(base_json: bytes | None, base: Coco, add: Coco) -> bytes:
         if base_json is not None:
             base_path.write_bytes(base_json)
         else:
-            write_coco(base_path, base)
+            try:
+                write_coco(base_path, base)
+            except ValueError as error:  # NaN or infinity, in a version written before the checks refused them
+                raise ExportError(
+                    f"{base_name} holds numbers that are not JSON ({error}); roll back to a good version with"
+                    " `data-engine labels rollback` (list them with `data-engine labels versions`)"
+                ) from None
         write_coco(add_path, add)
         base.clear()  # the caller's parsed base is no longer needed; pyodi parses its own copy
         _quiet_pyodi()
