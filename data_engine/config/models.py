@@ -32,6 +32,9 @@ def _check_table_id(value: str) -> str:
 
 TableId = Annotated[str, AfterValidator(_check_table_id)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+# AWS Batch job queue and job definition names (the queue may also be given by its ARN).
+_BATCH_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+_BATCH_QUEUE = r"^(?:arn:aws[a-z-]*:batch:[a-z0-9-]+:\d{12}:job-queue/)?[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 
 
 class _Strict(BaseModel):
@@ -258,11 +261,44 @@ class CvatConfig(_Strict):
 class BatchTrainingConfig(_Strict):
     """Training on AWS Batch (the prod profile): the queue, and the job definition registered from here.
 
-    Owned by the Batch launcher (data_engine.defs.batch_launcher); fields are added as it needs them.
+    Owned by the Batch launcher (data_engine.defs.batch_launcher). The defaults fit the 4x V100 queue
+    (p3.8xlarge: 4 GPUs, 32 vCPUs, 244 GiB of which the ECS agent and OS keep some; a job asking for it
+    all stays RUNNABLE forever).
     """
 
-    job_queue: Name
-    job_definition: Name
+    job_queue: Annotated[str, Field(pattern=_BATCH_QUEUE)]
+    job_definition: Annotated[str, Field(pattern=_BATCH_NAME)]
+    image: Annotated[str, Field(min_length=1)]
+    # The container's command is `command + [entrypoint]` ("train" or "evaluate"); empty runs the
+    # image's ENTRYPOINT with the entrypoint name as its argument.
+    command: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    gpus: int = Field(default=4, ge=0, le=16)
+    vcpus: int = Field(default=32, ge=1)
+    memory_mib: int = Field(default=235_000, ge=4)
+    shared_memory_mib: int = Field(default=65_536, ge=1)  # /dev/shm for the data loaders' workers
+    job_role_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")] | None = None
+    log_group: Annotated[str, Field(pattern=r"^[A-Za-z0-9_/.#-]{1,512}$")] = "/aws/batch/job"
+    attempts: int = Field(default=3, ge=1, le=10)
+    # Batch retries an attempt whose status reason / container reason matches one of these globs
+    # (spot reclaims and host failures, image pulls); anything else ends the job (a final EXIT rule).
+    retry_on_status_reasons: list[str] = Field(default_factory=lambda: ["Host EC2*"], max_length=2)
+    retry_on_reasons: list[str] = Field(default_factory=lambda: ["CannotPullContainerError*"], max_length=2)
+    attempt_timeout_s: int = Field(default=48 * 3600, ge=60)
+    # A job waiting for capacity longer than this is cancelled and the step fails with the reason.
+    runnable_timeout_s: float = Field(default=3600, gt=0)
+    poll_interval_s: float = Field(default=10, gt=0)  # first describe_jobs delay; grows to the max
+    max_poll_interval_s: float = Field(default=120, gt=0)
+    message_poll_interval_s: float = Field(default=10, gt=0)  # Pipes messages on S3
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BatchTrainingConfig:
+        if self.shared_memory_mib >= self.memory_mib:
+            raise ValueError(
+                f"training.batch.shared_memory_mib ({self.shared_memory_mib}) must be below memory_mib ({self.memory_mib})"
+            )
+        if self.max_poll_interval_s < self.poll_interval_s:
+            raise ValueError("training.batch.max_poll_interval_s must be at least poll_interval_s")
+        return self
 
 
 class TrainingConfig(_Strict):

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from data_engine.config import FleetConfig
+from data_engine.defs.batch_launcher import BatchTrainerLauncher
 from data_engine.defs.cvat_resource import AnnotationResource, CvatResource, UnconfiguredAnnotationResource
 from data_engine.defs.io_manager import ArrowParquetIOManager
 from data_engine.defs.resources import (
@@ -39,13 +40,16 @@ def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
             selections_table=config.warehouse.selections_table,
             max_bytes_billed=config.warehouse.max_bytes_billed,
         )
-    return {
+    resources: dict[str, object] = {
         "warehouse": warehouse,
         "object_store": store,
         "io_manager": ArrowParquetIOManager(store=store),
         "cvat": annotation_resource(settings),
         "label_stores": label_stores(settings, config),
     }
+    if settings.profile == "prod":
+        resources["trainer"] = BatchTrainerLauncher.for_fleet(config)
+    return resources
 
 
 def label_stores(settings: Settings, config: FleetConfig) -> LabelStoreResource:

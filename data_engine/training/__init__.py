@@ -1,0 +1,1 @@
+"""The training stage: launching trainers and what they write."""
