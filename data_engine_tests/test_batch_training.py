@@ -24,9 +24,12 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster_pipes import encode_param
 
+from data_engine.config import load_fleet_config
 from data_engine.config.models import BatchTrainingConfig, TrainingConfig
 from data_engine.defs.batch_launcher import BatchTrainerLauncher
+from data_engine.defs.profiles import resources_for
 from data_engine.defs.trainer_launcher import TrainerLauncherResource
+from data_engine.settings import Settings
 from data_engine.training.batch import SPEC_TAG, BatchJobs, job_definition_request, job_name
 
 MODEL = "municipals"
@@ -375,3 +378,23 @@ def test_job_name_is_stable_and_valid_for_batch():
     long_name = job_name("train", "m" * 100, "r" * 100)
     assert len(long_name) == 128 and long_name == job_name("train", "m" * 100, "r" * 100)
     assert long_name != job_name("train", "m" * 100, "r" * 99 + "s")
+
+
+def test_prod_profile_trains_each_model_on_batch_with_the_storage_bucket_by_default(fleet_file, tmp_path):
+    config = load_fleet_config(fleet_file)
+
+    trainer = resources_for(Settings(profile="prod", home=tmp_path), config)["trainer"]
+
+    assert isinstance(trainer, BatchTrainerLauncher)
+    assert set(trainer.training) == set(config.models)
+    assert config.models[MODEL].training.s3_bucket is None
+    assert TrainingConfig.model_validate_json(trainer.training[MODEL]).s3_bucket == config.storage.s3_bucket
+
+
+def test_model_without_a_batch_section_fails_with_what_to_add():
+    trainer = BatchTrainerLauncher(training={MODEL: TrainingConfig(s3_bucket=BUCKET).model_dump_json()})
+
+    result = train(trainer)
+
+    assert not result.success
+    assert "models.municipals.training.batch is missing" in failure_message(result)
