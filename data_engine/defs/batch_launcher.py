@@ -117,7 +117,7 @@ class BatchTrainerLauncher(TrainerLauncherResource):
                 if isinstance(error, batch.BatchJobError):
                     raise dg.Failure(description=str(error), metadata={"batch_job_id": job_id}) from error
                 raise
-        follower.read_new()  # lines CloudWatch ingested after the last poll
+        follower.drain()  # lines CloudWatch ingested after the last poll
         metadata = {
             "batch_job_id": job_id,
             "batch_job_name": name,

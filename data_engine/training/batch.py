@@ -263,28 +263,31 @@ class LogFollower:
         self._token: str | None = None
 
     def follow(self, stream: str | None) -> None:
+        """One page of the current stream per call: a training logs far less than a page (10,000
+        events) between polls, and a backlog is caught up over the next polls, nothing lost."""
         if stream != self.stream:
-            self.read_new()  # the rest of the previous attempt's stream, then the new one
+            self.drain()  # the rest of the previous attempt's stream, then the new one
             self.stream, self._token = stream, None
-        self.read_new()
+        self._read_page()
 
-    def read_new(self) -> None:
+    def drain(self) -> None:
+        """Everything not yet read (when the attempt has ended)."""
+        while self._read_page():
+            pass
+
+    def _read_page(self) -> bool:
+        """Forward one page; True when it had events (more may follow)."""
         if self.stream is None:
-            return
-        while True:
-            kwargs: dict[str, Any] = {"logGroupName": self.log_group, "logStreamName": self.stream, "startFromHead": True}
-            if self._token:
-                kwargs["nextToken"] = self._token
-            try:
-                page = self.client.get_log_events(**kwargs)
-            except self.client.exceptions.ResourceNotFoundException:
-                return  # the stream appears a moment after the attempt starts
-            for event in page.get("events", []):
-                self.write(event["message"])
-            token = page.get("nextForwardToken")
-            # At the end of a stream the same token comes back; an empty page means caught up.
-            if not page.get("events") or token == self._token:
-                if token:
-                    self._token = token
-                return
-            self._token = token
+            return False
+        kwargs: dict[str, Any] = {"logGroupName": self.log_group, "logStreamName": self.stream, "startFromHead": True}
+        if self._token:
+            kwargs["nextToken"] = self._token
+        try:
+            page = self.client.get_log_events(**kwargs)
+        except self.client.exceptions.ResourceNotFoundException:
+            return False  # the stream appears a moment after the attempt starts
+        for event in page.get("events", []):
+            self.write(event["message"])
+        # At the end of a stream the same token comes back (with no events).
+        self._token = page.get("nextForwardToken") or self._token
+        return bool(page.get("events"))
