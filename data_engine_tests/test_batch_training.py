@@ -398,3 +398,14 @@ def test_model_without_a_batch_section_fails_with_what_to_add():
 
     assert not result.success
     assert "models.municipals.training.batch is missing" in failure_message(result)
+
+
+def test_polling_benchmark_pollers_forward_the_same_lines():
+    """Keeps the benchmark's baseline comparable with the product (no timing here)."""
+    from data_engine_tests.benchmarks import batch_polling
+
+    describes, log_calls, lines = batch_polling.product(minutes=30, log_every_s=30)
+    naive = batch_polling.baseline(minutes=30, log_every_s=30)
+
+    assert lines == naive[2] == 60  # a line every 30 s for 30 minutes
+    assert describes > 0 and log_calls > 0

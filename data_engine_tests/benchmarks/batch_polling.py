@@ -53,26 +53,26 @@ class FakeBatch:
 
 
 class FakeLogs:
-    """get_log_events over a stream that gains a line every `every_s` seconds of `clock`."""
+    """get_log_events over a stream that gains a line every `every_s` seconds of `clock` until `ends_at`."""
 
     class exceptions:  # noqa: N801 (boto3's shape)
         ResourceNotFoundException = KeyError
         ThrottlingException = RuntimeError
 
-    def __init__(self, clock: Any, every_s: float):
-        self.clock, self.every_s, self.calls = clock, every_s, 0
+    def __init__(self, clock: Any, every_s: float, ends_at: float = float("inf")):
+        self.clock, self.every_s, self.ends_at, self.calls = clock, every_s, ends_at, 0
 
     def get_log_events(self, **kwargs: Any) -> dict[str, Any]:
         self.calls += 1
         start = int(kwargs.get("nextToken", "f/0").split("/")[1])
-        end = int(self.clock() // self.every_s)
+        end = int(min(self.clock(), self.ends_at) // self.every_s)
         events = [{"timestamp": i, "message": f"line {i}"} for i in range(start, end)]
         return {"events": events, "nextForwardToken": f"f/{end}"}
 
 
 def product(minutes: float, log_every_s: float) -> tuple[int, int, int]:
     clock = SimulatedClock()
-    batch, logs = FakeBatch(lambda: clock.now, minutes * 60), FakeLogs(lambda: clock.now, log_every_s)
+    batch, logs = FakeBatch(lambda: clock.now, minutes * 60), FakeLogs(lambda: clock.now, log_every_s, minutes * 60)
     lines: list[str] = []
     follower = LogFollower(logs, "/aws/batch/job", lines.append)
     config = BatchTrainingConfig(job_queue="q", job_definition="d", image="i")
@@ -84,7 +84,7 @@ def product(minutes: float, log_every_s: float) -> tuple[int, int, int]:
 
 def baseline(minutes: float, log_every_s: float) -> tuple[int, int, int]:
     clock = SimulatedClock()
-    batch, logs = FakeBatch(lambda: clock.now, minutes * 60), FakeLogs(lambda: clock.now, log_every_s)
+    batch, logs = FakeBatch(lambda: clock.now, minutes * 60), FakeLogs(lambda: clock.now, log_every_s, minutes * 60)
     lines, token = 0, None
     while True:
         job = batch.describe_jobs(jobs=["job-1"])["jobs"][0]
