@@ -177,6 +177,7 @@ def test_training_job_on_moto_reports_through_pipes_and_a_retry_reattaches(aws, 
     assert metadata["batch_log_stream"] == f"{LOG_GROUP} {job['container']['logStreamName']}"
     assert job["container"]["command"] == ["train"]
     assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(submitted_environment(submitted))
+    assert len(json.dumps(submitted["containerOverrides"])) < 8192  # the overrides' size limit of the ECS task
     assert job["timeout"] == {"attemptDurationSeconds": 48 * 3600}
     assert job["tags"]["dagster/run_id"] == result.run_id
     assert (job["tags"]["dagster/asset"], job["tags"]["dagster/partition"]) == ("trained_model", MODEL)

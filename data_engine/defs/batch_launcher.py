@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -17,6 +18,7 @@ from pydantic import Field
 from data_engine.config import FleetConfig
 from data_engine.config.models import TrainingConfig
 from data_engine.defs.trainer_launcher import Entrypoint, TrainerLauncherResource
+from data_engine.training import batch
 
 # Job tag holding the S3 prefix of the job's Pipes context and messages, so a reattached step finds them.
 PIPES_PREFIX_TAG = "data-engine/pipes-prefix"
@@ -65,7 +67,6 @@ class BatchTrainerLauncher(TrainerLauncherResource):
         extras: dict[str, Any],
     ) -> dg.PipesClientCompletedInvocation:
         from data_engine.defs.batch_pipes import JobS3ContextInjector, JobS3MessageReader
-        from data_engine.training import batch
 
         training = self._training_of(model)
         config = training.batch
@@ -84,17 +85,7 @@ class BatchTrainerLauncher(TrainerLauncherResource):
         reader = JobS3MessageReader(bucket=training.s3_bucket, client=s3, key_prefix=prefix, interval=config.message_poll_interval_s)
         injector = JobS3ContextInjector(bucket=training.s3_bucket, client=s3, key_prefix=prefix)
         follower = batch.LogFollower(self.client("logs"), config.log_group, write=_forward_line)
-        seen: dict[str, Any] = {"attempt": 0, "job": existing}
-
-        def on_update(job: dict[str, Any]) -> None:
-            attempt = batch.attempt_number(job)
-            if attempt != seen["attempt"]:
-                if seen["attempt"]:
-                    context.log.warning(f"AWS Batch retries job {job['jobId']}: attempt {attempt} of {config.attempts}")
-                reader.start_attempt(batch.previous_attempt_stopped_at(job))
-                seen["attempt"] = attempt
-            seen["job"] = job
-            follower.follow(batch.current_log_stream(job))
+        observer = _JobObserver(context, config.attempts, reader, follower, last_seen=existing)
 
         with dg.open_pipes_session(context=context, message_reader=reader, context_injector=injector, extras=extras) as session:
             if existing is not None:
@@ -111,9 +102,9 @@ class BatchTrainerLauncher(TrainerLauncherResource):
                 )
                 context.log.info(f"Submitted AWS Batch job {name} ({job_id}) on queue {config.job_queue}")
             try:
-                job = jobs.watch(job_id, config, on_update)
+                job = jobs.watch(job_id, config, observer)
             except BaseException as error:  # a cancelled run, a failed or stuck job, a failed poll
-                _terminate_unless_finished(jobs, seen["job"], job_id, error, context)
+                _terminate_unless_finished(jobs, observer.last_seen, job_id, error, context)
                 if isinstance(error, batch.BatchJobError):
                     raise dg.Failure(description=str(error), metadata={"batch_job_id": job_id}) from error
                 raise
@@ -122,7 +113,7 @@ class BatchTrainerLauncher(TrainerLauncherResource):
             "batch_job_id": job_id,
             "batch_job_name": name,
             "batch_job_url": dg.MetadataValue.url(_console_url(jobs.client.meta.region_name, job_id)),
-            "batch_job_definition": definition.arn,
+            "batch_job_definition": job.get("jobDefinition", definition.arn),  # a reattached job's own
             "batch_job_definition_registered": definition.registered,
             "batch_attempts": batch.attempt_number(job),
             "batch_log_stream": f"{config.log_group} {batch.current_log_stream(job)}",
@@ -142,6 +133,29 @@ class BatchTrainerLauncher(TrainerLauncherResource):
         if training.s3_bucket is None:
             raise dg.Failure(f"models.{model}.training.s3_bucket is missing, and there is no storage.s3_bucket to fall back on")
         return training
+
+
+@dataclass
+class _JobObserver:
+    """Sees each description of the job: when Batch starts a new attempt, the Pipes messages are read
+    from that attempt's first chunk again; the logs follow the attempt's stream."""
+
+    context: dg.AssetExecutionContext
+    attempts: int
+    reader: Any  # batch_pipes.JobS3MessageReader
+    follower: batch.LogFollower
+    last_seen: dict[str, Any] | None = None
+    attempt: int = 0
+
+    def __call__(self, job: dict[str, Any]) -> None:
+        attempt = batch.attempt_number(job)
+        if attempt != self.attempt:
+            if self.attempt:
+                self.context.log.warning(f"AWS Batch retries job {job['jobId']}: attempt {attempt} of {self.attempts}")
+            self.reader.start_attempt(batch.previous_attempt_stopped_at(job))
+            self.attempt = attempt
+        self.last_seen = job
+        self.follower.follow(batch.current_log_stream(job))
 
 
 def _forward_line(line: str) -> None:
