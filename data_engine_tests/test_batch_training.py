@@ -12,7 +12,6 @@ the job's log stream, as the awslogs driver would.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
