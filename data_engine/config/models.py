@@ -288,7 +288,9 @@ class BatchTrainingConfig(_Strict):
     runnable_timeout_s: float = Field(default=3600, gt=0)
     poll_interval_s: float = Field(default=10, gt=0)  # first describe_jobs delay; grows to the max
     max_poll_interval_s: float = Field(default=120, gt=0)
-    message_poll_interval_s: float = Field(default=10, gt=0)  # Pipes messages on S3
+    # Pipes message chunks on S3: one read per interval, faster than a writer uploading every 10 s
+    # (dagster-pipes' default), so a backlog is caught up before the session closes.
+    message_poll_interval_s: float = Field(default=5, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> BatchTrainingConfig:
