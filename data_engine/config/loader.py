@@ -17,6 +17,34 @@ class ConfigError(ValueError):
     """The fleet config cannot be used; the message says where and why."""
 
 
+class DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping names one key twice; plain YAML loaders keep the last value without a word."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, at any depth (merge keys `<<` still
+    let a mapping override what it merges in: only keys written in the mapping itself are compared)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_seen: dict[object, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = first_seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key; the base constructor reports it
+                if earlier is not key_node:
+                    raise DuplicateKeyError(
+                        problem=f"key {key!r} is given twice in one mapping, on line {earlier.start_mark.line + 1}"
+                        f" and on line {key_node.start_mark.line + 1}; keep one (YAML would silently keep the last)",
+                        problem_mark=key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
 def config_path() -> Path:
     """`DATA_ENGINE_CONFIG` when set, else the config shipped with the package."""
     return Path(os.environ.get("DATA_ENGINE_CONFIG") or SHIPPED_CONFIG)
@@ -25,9 +53,11 @@ def config_path() -> Path:
 def load_fleet_config(path: Path | str | None = None) -> FleetConfig:
     path = Path(path) if path is not None else config_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"fleet config {path}: file not found; set DATA_ENGINE_CONFIG to an existing YAML file") from None
+    except DuplicateKeyError as error:
+        raise ConfigError(f"fleet config {path}: {error.problem}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"fleet config {path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):

@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-# Dagster rejects these in a static partition key used inside a MultiPartitionsDefinition
-# (dagster._core.definitions.partitions.utils); a test keeps this list in step with Dagster's.
-PARTITION_KEY_FORBIDDEN_CHARACTERS = ("|", ",", "[", "]")
-PARTITION_KEY_FORBIDDEN_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+# Model keys are path segments, S3 key parts, CVAT names and Dagster partition keys at once (DESIGN.md):
+# only these characters, so a key can never climb out of its folder (`..`, `/`) or split a partition key
+# (`|`, `,`). A test checks that nothing Dagster forbids in a partition key can match.
+MODEL_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# A prefix under which keys are written (S3 or a folder): relative, no `.`/`..` segment, no empty segment.
+_KEY_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # BigQuery table ids: [project.]dataset.table. Identifiers cannot be query parameters, so they are
 # validated here and later quoted by sqlglot; nothing from config is pasted into SQL as text.
@@ -31,6 +33,19 @@ def _check_table_id(value: str) -> str:
 
 
 TableId = Annotated[str, AfterValidator(_check_table_id)]
+
+
+def _check_key_prefix(value: str) -> str:
+    segments = value.split("/") if value else []
+    if any(not _KEY_PREFIX_SEGMENT.match(s) or s in (".", "..") for s in segments):
+        raise ValueError(
+            f"invalid prefix {value!r}: expected a relative path like 'data-engine' or 'team/labels' whose"
+            " segments use letters, digits, '_', '-' and '.' (no leading or double '/', no '.' or '..' segment)"
+        )
+    return value
+
+
+KeyPrefix = Annotated[str, AfterValidator(_check_key_prefix)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 # AWS Batch job queue and job definition names (the queue may also be given by its ARN).
 _BATCH_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
@@ -55,7 +70,7 @@ class StorageConfig(_Strict):
     """Object store for asset outputs in the prod profile (the local profile uses DATA_ENGINE_HOME)."""
 
     s3_bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")]
-    s3_prefix: str = "data-engine"
+    s3_prefix: KeyPrefix = "data-engine"
 
 
 class ClientConfig(_Strict):
@@ -162,7 +177,7 @@ class LabelsConfig(_Strict):
 
     # None: the fleet's `storage.s3_bucket`. Layout under it: <prefix>/<model>/versions/..., latest.json.
     s3_bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")] | None = None
-    prefix: str = "labels"
+    prefix: KeyPrefix = "labels"
     # A reviewed label that is not one of the model's classes: fail the merge (naming label and task),
     # skip its annotations, or map it to a class through `label_mapping`.
     unknown_label: Literal["fail", "skip", "map"] = "fail"
@@ -363,14 +378,12 @@ class FleetConfig(_Strict):
     models: dict[str, ModelConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _partition_keys(self) -> FleetConfig:
+    def _model_keys(self) -> FleetConfig:
         for key in self.models:
-            bad = [c for c in PARTITION_KEY_FORBIDDEN_CHARACTERS if c in key]
-            bad += [s for s in PARTITION_KEY_FORBIDDEN_SUBSTRINGS if s in key]
-            if not key.strip() or key != key.strip() or bad:
+            if not MODEL_KEY.match(key):
                 raise ValueError(
-                    f"model key {key!r} cannot be a Dagster partition key"
-                    f" (no leading/trailing spaces, none of {' '.join(PARTITION_KEY_FORBIDDEN_CHARACTERS)}, '...' or control characters)"
+                    f"model key {key!r} may contain only letters, digits, '_' and '-' (at most 100): it becomes a"
+                    " folder and S3 key part, a CVAT name and a Dagster partition key; rename the model"
                 )
         return self
 
