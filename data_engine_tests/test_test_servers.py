@@ -90,6 +90,7 @@ def test_prod_dagster_yaml_run_settings(prod_instance):
     )
     assert prod_instance.run_retries_enabled
     assert prod_instance.run_retries_max_retries == 2
+    assert not prod_instance.run_retries_retry_on_asset_or_op_failure  # a failed step is a mistake, not bad luck
     assert not prod_instance.telemetry_enabled
 
 
@@ -152,3 +153,4 @@ def test_dev_dagster_yaml_is_the_prod_one_without_storage(tmp_path):
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path), config_dir=str(REPO_ROOT))) as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert instance.run_retries_enabled and not instance.run_retries_retry_on_asset_or_op_failure
