@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from data_engine.defs.partitions import as_multi_partition_key
 from data_engine.defs.resources import ObjectStoreResource
 
 if TYPE_CHECKING:
@@ -27,13 +28,19 @@ def output_key(asset_key: dg.AssetKey, partition_key: str | dg.MultiPartitionKey
     return f"{base}/{partition_key}.parquet"
 
 
+def _partition_key(context: dg.OutputContext | dg.InputContext) -> str | dg.MultiPartitionKey | None:
+    if not context.has_asset_partitions:
+        return None
+    return as_multi_partition_key(context.asset_partitions_def, context.asset_partition_key)
+
+
 class ArrowParquetIOManager(dg.ConfigurableIOManager):
     store: ObjectStoreResource
 
     def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
         import pyarrow.parquet as pq
 
-        key = output_key(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
+        key = output_key(context.asset_key, _partition_key(context))
         buffer = io.BytesIO()
         pq.write_table(obj, buffer)
         store = self.store.open()
@@ -43,7 +50,7 @@ class ArrowParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pa.Table:
         import pyarrow.parquet as pq
 
-        key = output_key(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
+        key = output_key(context.asset_key, _partition_key(context))
         try:
             data = self.store.open().get(key)
         except KeyError as error:
