@@ -157,16 +157,25 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
-    def daily_selection_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        """Every day, select yesterday's frames for every model of the fleet."""
-        day = (context.scheduled_execution_time - dt.timedelta(days=1)).date().isoformat()
-        return [
-            dg.RunRequest(
-                run_key=f"{day}|{model}",
-                partition_key=dg.MultiPartitionKey({"date": day, "model": model}),
-            )
-            for model in config.models
-        ]
+    def daily_selection_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        """Every day, select yesterday's frames for every model of the fleet whose selection has started.
+        A model whose day is before its start_date (or not a partition yet) is skipped, naming the key."""
+        day = (context.scheduled_execution_time - dt.timedelta(days=1)).date()
+        requests, skipped = [], []
+        for model, model_config in config.models.items():
+            key = dg.MultiPartitionKey({"date": day.isoformat(), "model": model})
+            if day < model_config.selection.start_date:
+                skipped.append(f"{model} (models.{model}.selection.start_date is {model_config.selection.start_date})")
+            elif not partitions.has_partition_key(key):
+                skipped.append(f"{model} (the day has not ended yet, so it is not a partition)")
+            else:
+                requests.append(dg.RunRequest(run_key=str(key), partition_key=key))
+        if skipped:
+            reason = f"no selection of {day} for " + ", ".join(skipped)
+            if not requests:
+                return dg.SkipReason(reason)
+            context.log.info(reason)
+        return requests
 
     return dg.Definitions(
         assets=[predictions, empty_frames, review_candidates],
