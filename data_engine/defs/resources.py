@@ -2,9 +2,13 @@
 and a production implementation, so the same assets run on a laptop and in production.
 
 Heavy clients (duckdb, google-cloud-bigquery, boto3) are imported inside methods, never at load time.
-"""
 
-from __future__ import annotations
+Where a resource reads and writes (folders, buckets, tables, the byte cap) is derived from the profile
+and the fleet config when the code location loads (`defs/profiles.py`), never taken from run config:
+those fields are `dg.ResourceDependency` values, which stay out of Dagster's config schema, so the
+launchpad cannot redirect a store or a warehouse (run config naming them is refused). Dagster reads
+these annotations at class creation, hence no `from __future__ import annotations` in this module.
+"""
 
 import datetime as dt
 import fcntl
@@ -26,17 +30,17 @@ class WarehouseResource(dg.ConfigurableResource, ABC):
     """The prediction warehouse the selection queries run on."""
 
     @abstractmethod
-    def open(self) -> Warehouse: ...
+    def open(self) -> "Warehouse": ...
 
 
 class DuckDBWarehouseResource(WarehouseResource):
     """The local profile's DuckDB file. Missing on first use, it is written with demo data."""
 
-    path: str
-    objects_root: str
+    path: dg.ResourceDependency[str]
+    objects_root: dg.ResourceDependency[str]
     demo_days: int = 7
 
-    def open(self) -> Warehouse:
+    def open(self) -> "Warehouse":
         from data_engine.demo import write_demo_warehouse
         from data_engine.warehouse.duckdb_engine import DuckDBWarehouse
 
@@ -59,12 +63,12 @@ class BigQueryWarehouseResource(WarehouseResource):
 
     project: str | None = None
     location: str | None = None
-    predictions_table: str
-    frames_table: str
-    selections_table: str
-    max_bytes_billed: int
+    predictions_table: dg.ResourceDependency[str]
+    frames_table: dg.ResourceDependency[str]
+    selections_table: dg.ResourceDependency[str]
+    max_bytes_billed: dg.ResourceDependency[int]
 
-    def open(self) -> Warehouse:
+    def open(self) -> "Warehouse":
         from data_engine.warehouse.bigquery_engine import BigQueryWarehouse, make_client
 
         tables = {"predictions": self.predictions_table, "frames": self.frames_table, "review_selections": self.selections_table}
@@ -77,7 +81,9 @@ class ObjectStoreResource(dg.ConfigurableResource, ABC):
 
 
 class LocalObjectStoreResource(ObjectStoreResource):
-    root: str
+    """A folder; keys that would resolve outside it are refused (LocalObjectStore)."""
+
+    root: dg.ResourceDependency[str]
 
     def open(self) -> ObjectStore:
         return LocalObjectStore(Path(self.root))
@@ -86,8 +92,8 @@ class LocalObjectStoreResource(ObjectStoreResource):
 class S3ObjectStoreResource(ObjectStoreResource):
     """An S3 bucket and prefix; credentials and AWS_ENDPOINT_URL come from boto3's standard chain."""
 
-    bucket: str
-    prefix: str = ""
+    bucket: dg.ResourceDependency[str]
+    prefix: dg.ResourceDependency[str] = ""
 
     def open(self) -> ObjectStore:
         return S3ObjectStore(self.bucket, self.prefix)
@@ -98,9 +104,9 @@ class LabelStoreResource(dg.ConfigurableResource):
     `s3://bucket/prefix` (prod), as `data_engine.labels.label_store_uri` derives them from the config.
     S3 credentials and AWS_ENDPOINT_URL come from boto3's standard chain, never from this config."""
 
-    locations: dict[str, str]
+    locations: dg.ResourceDependency[dict[str, str]]
 
-    def open(self, model: str) -> LabelStore:
+    def open(self, model: str) -> "LabelStore":
         from data_engine.labels import LabelStore
 
         if model not in self.locations:

@@ -1,0 +1,52 @@
+"""Where the resources read and write comes from the profile and the fleet config, never from run
+config: a launchpad (or any launch) cannot point the stores or the warehouse somewhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from data_engine.definitions import build_definitions
+
+REDIRECTS = {
+    "object store (local folder)": ("object_store", {"root": "/tmp/elsewhere"}),
+    "DuckDB warehouse file": ("warehouse", {"path": "/tmp/other.duckdb"}),
+    "demo frames folder": ("warehouse", {"objects_root": "/etc"}),
+    "label stores": ("label_stores", {"locations": {"municipals": "/tmp/elsewhere"}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REDIRECTS))
+def test_run_config_cannot_redirect_a_location_in_the_local_profile(local_env: Path, case: str):
+    resource, config = REDIRECTS[case]
+    job = build_definitions().resolve_job_def("selection_job")
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as raised:
+        job.execute_in_process(
+            partition_key="2026-11-24|municipals", instance=instance, run_config={"resources": {resource: {"config": config}}}
+        )
+    [field] = config
+    assert f'unexpected config entry "{field}"' in str(raised.value)
+    assert not local_env.exists()  # nothing ran, nothing was written
+
+
+PROD_REDIRECTS = {
+    "S3 bucket of asset outputs": ("object_store", {"bucket": "someone-elses-bucket"}),
+    "S3 prefix of asset outputs": ("object_store", {"prefix": "../other"}),
+    "BigQuery tables": ("warehouse", {"predictions_table": "other.predictions"}),
+    "BigQuery byte cap": ("warehouse", {"max_bytes_billed": 10**15}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROD_REDIRECTS))
+def test_run_config_cannot_redirect_a_location_in_the_prod_profile(local_env: Path, monkeypatch, case: str):
+    monkeypatch.setenv("DATA_ENGINE_PROFILE", "prod")
+    resource, config = PROD_REDIRECTS[case]
+    job = build_definitions().resolve_job_def("selection_job")
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as raised:
+        job.execute_in_process(
+            partition_key="2026-11-24|municipals", instance=instance, run_config={"resources": {resource: {"config": config}}}
+        )
+    [field] = config
+    assert f'unexpected config entry "{field}"' in str(raised.value)
