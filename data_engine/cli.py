@@ -1,16 +1,21 @@
-"""`data-engine`: commands that are not Dagster runs: demo data for the local profile, and the
-training-label versions of a model (list them, import a base label set, roll `latest` back)."""
+"""`data-engine`: commands that are not Dagster runs: start Dagster on a persistent instance, demo data
+for the local profile, and the training-label versions of a model (list them, import a base label set,
+roll `latest` back)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from data_engine.config import ConfigError, load_fleet_config
-from data_engine.settings import current_settings
+from data_engine.settings import Settings, current_settings
+
+# `data-engine dev` runs the repository's instance settings and workspace (see _dev).
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 # What a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` does.
 BROKEN_PIPE_EXIT = 141
@@ -37,6 +42,11 @@ def run(argv: list[str] | None = None) -> int:
     models = list(config.models)
     parser = argparse.ArgumentParser(prog="data-engine")
     commands = parser.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser(
+        "dev", help="start Dagster (UI, daemon, code location) on the instance kept in $DATA_ENGINE_HOME/dagster"
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default: 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=3000, help="port of the UI (default: 3000)")
     demo = commands.add_parser("demo-data", help="write the local profile's DuckDB warehouse with synthetic data")
     demo.add_argument("--home", type=Path, help="folder to write into (default: DATA_ENGINE_HOME or ./.data_engine)")
     demo.add_argument("--end-date", type=dt.date.fromisoformat, help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
@@ -58,6 +68,8 @@ def run(argv: list[str] | None = None) -> int:
     base.add_argument("--coco", type=Path, required=True, help="path of the COCO JSON file")
     args = parser.parse_args(argv)
 
+    if args.command == "dev":
+        return _dev(current_settings(), args.host, args.port)
     if args.command == "demo-data":
         from data_engine.demo import write_demo_warehouse
 
@@ -76,6 +88,31 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "labels":
         return _labels(args, config)
     return 0
+
+
+def _dev(settings: Settings, host: str, port: int) -> int:
+    """Replace this process with `dagster dev` on a persistent instance: `$DATA_ENGINE_HOME/dagster`
+    with the repository's dagster.yaml, so run history lives as long as the outputs next to it (a bare
+    `dagster dev` keeps it in a temporary folder removed on exit). It runs from that folder, since
+    `dagster dev` run from the repository would warn that the dagster.yaml there is not used."""
+    instance_settings, workspace = REPOSITORY / "dagster.yaml", REPOSITORY / "workspace.yaml"
+    if not instance_settings.is_file() or not workspace.is_file():
+        print(f"data-engine dev runs from a clone of the repository: {instance_settings} or {workspace} is missing", file=sys.stderr)
+        return 2
+    dagster_home = settings.dagster_home
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(instance_settings, dagster_home / "dagster.yaml")  # every start: the repository's settings
+    env = dict(os.environ, DAGSTER_HOME=str(dagster_home), DATA_ENGINE_HOME=str(settings.home))
+    if env.get("DATA_ENGINE_CONFIG"):
+        env["DATA_ENGINE_CONFIG"] = str(Path(env["DATA_ENGINE_CONFIG"]).resolve())  # the folder changes below
+    # Dagster 1.13 marks its own `dagster dev` as superseded by the `dg` CLI on every start; the command
+    # is supported and is what this project runs, so that notice is hidden here (only that one).
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), "ignore:Function `dev_command` is superseded"]))
+    print(f"Dagster instance: {dagster_home} (stop with Ctrl-C)", flush=True)
+    os.chdir(dagster_home)
+    dagster = str(Path(sys.executable).parent / "dagster")  # the one installed next to this Python
+    os.execve(dagster, [dagster, "dev", "-w", str(workspace), "--host", host, "--port", str(port)], env)
+    return 0  # not reached: execve replaced this process
 
 
 def _labels(args: argparse.Namespace, config) -> int:

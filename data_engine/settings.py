@@ -21,6 +21,11 @@ class Settings:
         return self.home / "warehouse.duckdb"
 
     @property
+    def dagster_home(self) -> Path:
+        """The Dagster instance `data-engine dev` keeps (run history, schedules), next to the outputs."""
+        return self.home / "dagster"
+
+    @property
     def objects_root(self) -> Path:
         """Local stand-in for the object store: asset outputs, and frames under <bucket>/<key>."""
         return self.home / "objects"

@@ -1,17 +1,24 @@
-"""The commands a person types, run as subprocesses on the local profile: demo data, a single-partition
-materialization and a job backfill through the `dagster` CLI."""
+"""The commands a person types, run as subprocesses on the local profile: demo data, `data-engine dev`
+(the UI and daemon on a persistent instance), a single-partition materialization and a job backfill
+through the `dagster` CLI."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from data_engine_tests.conftest import REPO_ROOT
+from data_engine_tests.servers.postgres import _free_port
 
 BIN = Path(sys.executable).parent
 
@@ -19,15 +26,9 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory, request) -> dict[str, str]:
     root = tmp_path_factory.mktemp("cli")
-    dagster_home = root / "dagster_home"
-    dagster_home.mkdir()
-    # Runs launched by the backfill start at once (no daemon to dequeue them in a test).
-    (dagster_home / "dagster.yaml").write_text(
-        "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
-        "telemetry:\n  enabled: false\n"
-    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_ENGINE_", "DAGSTER_"))}
-    env |= {"DATA_ENGINE_HOME": str(root / "home"), "DAGSTER_HOME": str(dagster_home), "DATA_ENGINE_PROFILE": "local"}
+    # The CLI commands use the instance `data-engine dev` keeps, as README says to.
+    env |= {"DATA_ENGINE_HOME": str(root / "home"), "DAGSTER_HOME": str(root / "home" / "dagster"), "DATA_ENGINE_PROFILE": "local"}
     run(["data-engine", "demo-data", "--end-date", "2026-11-24", "--days", "2", "--frames-per-camera", "8"], env)
     return env
 
@@ -61,17 +62,76 @@ def test_asset_materialize_one_partition(cli_env):
     assert outputs(cli_env, "review_candidates") == ["municipals/2026-11-24.parquet"]
 
 
-def test_job_backfill_over_two_partitions(cli_env):
-    run(
-        ["dagster", "job", "backfill", "-m", "data_engine.definitions", "-j", "selection_job",
-         "--partitions", "2026-11-23|CnD,2026-11-24|CnD", "--noprompt"],
-        cli_env,
-    )
+@contextmanager
+def running_dev(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`data-engine dev` as README starts it (without DAGSTER_HOME), until the UI answers; then Ctrl-C."""
+    port = _free_port()
+    dev_env = {k: v for k, v in env.items() if k != "DAGSTER_HOME"}
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [str(BIN / "data-engine"), "dev", "--port", str(port)],
+            env=dev_env, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while not _answers(f"{url}/server_info"):
+            assert process.poll() is None, f"data-engine dev exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"the UI did not answer:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise AssertionError(f"data-engine dev did not stop on Ctrl-C:\n{log.read_text()[-3000:]}") from None
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait_for_runs(dagster_home: str, job: str, count: int, timeout_s: float = 400) -> list[dg.DagsterRun]:
+    deadline = time.monotonic() + timeout_s
+    with dg.DagsterInstance.from_config(dagster_home) as instance:
+        while True:
+            runs = instance.get_runs(dg.RunsFilter(job_name=job))
+            if len(runs) == count and all(r.is_finished for r in runs):
+                return runs
+            assert time.monotonic() < deadline, f"runs not finished: {[(r.run_id, r.status) for r in runs]}"
+            time.sleep(2)
+
+
+def test_dev_keeps_its_instance_in_data_engine_home_and_its_daemon_runs_a_job_backfill(cli_env, tmp_path):
+    """README's way to start and to backfill: `data-engine dev` in one shell; in another, the CLI with
+    DAGSTER_HOME=$DATA_ENGINE_HOME/dagster queues one run per partition, and the daemon starts them."""
+    dagster_home = Path(cli_env["DAGSTER_HOME"])
+    log = tmp_path / "dev.log"
+    with running_dev(cli_env, log):
+        assert (dagster_home / "dagster.yaml").read_text() == (REPO_ROOT / "dagster.yaml").read_text()
+        run(
+            ["dagster", "job", "backfill", "-m", "data_engine.definitions", "-j", "selection_job",
+             "--partitions", "2026-11-23|CnD,2026-11-24|CnD", "--noprompt"],
+            cli_env,
+        )
+        runs = _wait_for_runs(str(dagster_home), "selection_job", 2)
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["2026-11-23|CnD", "2026-11-24|CnD"]
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
     assert {"CnD/2026-11-23.parquet", "CnD/2026-11-24.parquet"} <= set(outputs(cli_env, "review_candidates"))
-    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
-        runs = instance.get_runs(dg.RunsFilter(job_name="selection_job"))
-        assert sorted(r.tags["dagster/partition"] for r in runs) == ["2026-11-23|CnD", "2026-11-24|CnD"]
-        assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+    output = log.read_text()
+    for noise in ("temporary directory", "will not be used", "SupersessionWarning"):
+        assert noise not in output
+    # Stopped, the instance keeps the history for the next start.
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert len(instance.get_runs(dg.RunsFilter(job_name="selection_job"))) == 2
+
 
 def test_definitions_validate_and_import_no_heavy_client(cli_env):
     run(["dagster", "definitions", "validate", "-m", "data_engine.definitions"], cli_env)
