@@ -10,17 +10,23 @@ import pytest
 
 from data_engine.definitions import build_definitions
 
+# (profile, resource, run config that would redirect it)
 REDIRECTS = {
-    "object store (local folder)": ("object_store", {"root": "/tmp/elsewhere"}),
-    "DuckDB warehouse file": ("warehouse", {"path": "/tmp/other.duckdb"}),
-    "demo frames folder": ("warehouse", {"objects_root": "/etc"}),
-    "label stores": ("label_stores", {"locations": {"municipals": "/tmp/elsewhere"}}),
+    "object store (local folder)": ("local", "object_store", {"root": "/tmp/elsewhere"}),
+    "DuckDB warehouse file": ("local", "warehouse", {"path": "/tmp/other.duckdb"}),
+    "demo frames folder": ("local", "warehouse", {"objects_root": "/etc"}),
+    "label stores": ("local", "label_stores", {"locations": {"municipals": "/tmp/elsewhere"}}),
+    "S3 bucket of asset outputs": ("prod", "object_store", {"bucket": "someone-elses-bucket"}),
+    "S3 prefix of asset outputs": ("prod", "object_store", {"prefix": "../other"}),
+    "BigQuery tables": ("prod", "warehouse", {"predictions_table": "other.predictions"}),
+    "BigQuery byte cap": ("prod", "warehouse", {"max_bytes_billed": 10**15}),
 }
 
 
 @pytest.mark.parametrize("case", sorted(REDIRECTS))
-def test_run_config_cannot_redirect_a_location_in_the_local_profile(local_env: Path, case: str):
-    resource, config = REDIRECTS[case]
+def test_run_config_cannot_redirect_a_location(local_env: Path, monkeypatch, case: str):
+    profile, resource, config = REDIRECTS[case]
+    monkeypatch.setenv("DATA_ENGINE_PROFILE", profile)
     job = build_definitions().resolve_job_def("selection_job")
     with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as raised:
         job.execute_in_process(
@@ -29,24 +35,3 @@ def test_run_config_cannot_redirect_a_location_in_the_local_profile(local_env: P
     [field] = config
     assert f'unexpected config entry "{field}"' in str(raised.value)
     assert not local_env.exists()  # nothing ran, nothing was written
-
-
-PROD_REDIRECTS = {
-    "S3 bucket of asset outputs": ("object_store", {"bucket": "someone-elses-bucket"}),
-    "S3 prefix of asset outputs": ("object_store", {"prefix": "../other"}),
-    "BigQuery tables": ("warehouse", {"predictions_table": "other.predictions"}),
-    "BigQuery byte cap": ("warehouse", {"max_bytes_billed": 10**15}),
-}
-
-
-@pytest.mark.parametrize("case", sorted(PROD_REDIRECTS))
-def test_run_config_cannot_redirect_a_location_in_the_prod_profile(local_env: Path, monkeypatch, case: str):
-    monkeypatch.setenv("DATA_ENGINE_PROFILE", "prod")
-    resource, config = PROD_REDIRECTS[case]
-    job = build_definitions().resolve_job_def("selection_job")
-    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as raised:
-        job.execute_in_process(
-            partition_key="2026-11-24|municipals", instance=instance, run_config={"resources": {resource: {"config": config}}}
-        )
-    [field] = config
-    assert f'unexpected config entry "{field}"' in str(raised.value)
