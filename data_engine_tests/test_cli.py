@@ -29,6 +29,7 @@ def cli_env(tmp_path_factory, request) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_ENGINE_", "DAGSTER_"))}
     # The CLI commands use the instance `data-engine dev` keeps, as README says to.
     env |= {"DATA_ENGINE_HOME": str(root / "home"), "DAGSTER_HOME": str(root / "home" / "dagster"), "DATA_ENGINE_PROFILE": "local"}
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True)  # made by `data-engine dev`, which may start after the first command
     run(["data-engine", "demo-data", "--end-date", "2026-11-24", "--days", "2", "--frames-per-camera", "8"], env)
     return env
 
