@@ -73,6 +73,10 @@ BAD_CONFIGS = {
         lambda f: f["models"].update({"x/../municipals": f["models"]["ENS"]}),
         ["model key 'x/../municipals' may contain only letters, digits, '_' and '-'"],
     ),
+    "model key starting with a dash": (
+        lambda f: f["models"].update({"-ENS": f["models"]["ENS"]}),
+        ["model key '-ENS' may contain only letters, digits, '_' and '-' (starting with a letter or digit"],
+    ),
     "model key with a space": (
         lambda f: f["models"].update({"new model": f["models"]["ENS"]}),
         ["model key 'new model' may contain only"],

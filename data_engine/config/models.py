@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 # Model keys are path segments, S3 key parts, CVAT names and Dagster partition keys at once (DESIGN.md):
 # only these characters, so a key can never climb out of its folder (`..`, `/`) or split a partition key
 # (`|`, `,`). A test checks that nothing Dagster forbids in a partition key can match.
-MODEL_KEY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+MODEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 # A prefix under which keys are written (S3 or a folder): relative, no `.`/`..` segment, no empty segment.
 _KEY_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -382,8 +382,9 @@ class FleetConfig(_Strict):
         for key in self.models:
             if not MODEL_KEY.match(key):
                 raise ValueError(
-                    f"model key {key!r} may contain only letters, digits, '_' and '-' (at most 100): it becomes a"
-                    " folder and S3 key part, a CVAT name and a Dagster partition key; rename the model"
+                    f"model key {key!r} may contain only letters, digits, '_' and '-' (starting with a letter or digit,"
+                    " at most 100): it becomes a folder and S3 key part, a CVAT name and a Dagster partition key;"
+                    " rename the model"
                 )
         return self
 
