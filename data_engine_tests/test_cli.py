@@ -64,8 +64,9 @@ def test_asset_materialize_one_partition(cli_env):
 
 
 @contextmanager
-def running_dev(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`data-engine dev` as README starts it (without DAGSTER_HOME), until the UI answers; then Ctrl-C."""
+def running_dev(env: dict[str, str], log: Path) -> Iterator[int]:
+    """`data-engine dev` as README starts it (without DAGSTER_HOME), until the UI answers on the port it
+    yields; then Ctrl-C."""
     port = _free_port()
     dev_env = {k: v for k, v in env.items() if k != "DAGSTER_HOME"}
     with open(log, "w") as output:
@@ -80,7 +81,7 @@ def running_dev(env: dict[str, str], log: Path) -> Iterator[str]:
             assert process.poll() is None, f"data-engine dev exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the UI did not answer:\n{log.read_text()[-3000:]}"
             time.sleep(1)
-        yield url
+        yield port
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
         try:
@@ -110,28 +111,36 @@ def _wait_for_runs(dagster_home: str, job: str, count: int, timeout_s: float = 4
             time.sleep(2)
 
 
-def test_dev_keeps_its_instance_in_data_engine_home_and_its_daemon_runs_a_job_backfill(cli_env, tmp_path):
+def test_dev_keeps_its_instance_in_data_engine_home_and_its_daemon_runs_backfills_and_graphql_launches(cli_env, tmp_path):
     """README's way to start and to backfill: `data-engine dev` in one shell; in another, the CLI with
-    DAGSTER_HOME=$DATA_ENGINE_HOME/dagster queues one run per partition, and the daemon starts them."""
+    DAGSTER_HOME=$DATA_ENGINE_HOME/dagster queues one run per partition, and the daemon starts them.
+    A launch through DagsterGraphQLClient with only the `dagster/partition` tag runs its partition too."""
+    from dagster_graphql import DagsterGraphQLClient
+
     dagster_home = Path(cli_env["DAGSTER_HOME"])
     log = tmp_path / "dev.log"
-    with running_dev(cli_env, log):
+    with running_dev(cli_env, log) as port:
         assert (dagster_home / "dagster.yaml").read_text() == (REPO_ROOT / "dagster.yaml").read_text()
         run(
             ["dagster", "job", "backfill", "-m", "data_engine.definitions", "-j", "selection_job",
              "--partitions", "2026-11-23|CnD,2026-11-24|CnD", "--noprompt"],
             cli_env,
         )
-        runs = _wait_for_runs(str(dagster_home), "selection_job", 2)
-    assert sorted(r.tags["dagster/partition"] for r in runs) == ["2026-11-23|CnD", "2026-11-24|CnD"]
+        DagsterGraphQLClient("127.0.0.1", port_number=port).submit_job_execution(
+            "selection_job", tags={"dagster/partition": "2026-11-23|municipals"}
+        )
+        runs = _wait_for_runs(str(dagster_home), "selection_job", 3)
+    assert sorted(r.tags["dagster/partition"] for r in runs) == ["2026-11-23|CnD", "2026-11-23|municipals", "2026-11-24|CnD"]
     assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
-    assert {"CnD/2026-11-23.parquet", "CnD/2026-11-24.parquet"} <= set(outputs(cli_env, "review_candidates"))
+    assert {"CnD/2026-11-23.parquet", "CnD/2026-11-24.parquet", "municipals/2026-11-23.parquet"} <= set(
+        outputs(cli_env, "review_candidates")
+    )
     output = log.read_text()
     for noise in ("temporary directory", "will not be used", "SupersessionWarning"):
         assert noise not in output
     # Stopped, the instance keeps the history for the next start.
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        assert len(instance.get_runs(dg.RunsFilter(job_name="selection_job"))) == 2
+        assert len(instance.get_runs(dg.RunsFilter(job_name="selection_job"))) == 3
 
 
 def test_definitions_validate_and_import_no_heavy_client(cli_env):
