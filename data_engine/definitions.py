@@ -19,7 +19,9 @@ def build_definitions() -> dg.Definitions:
         build_selection_defs(config),
         build_review_defs(config),
         build_label_defs(config),
-        dg.Definitions(resources=resources_for(current_settings(), config)),
+        # Steps run in the run's own process: a step subprocess would import the code location again (seconds
+        # per step) to call a warehouse, CVAT or S3; no job here has independent steps that would run in parallel.
+        dg.Definitions(resources=resources_for(current_settings(), config), executor=dg.in_process_executor),
     )
 
 

@@ -3,7 +3,8 @@
 For every model of the fleet config and every day: several cameras, frames with a few detections,
 confusable class pairs drawn as overlapping boxes of different classes, large boxes, low-confidence
 detections, frames with no detection, and a handful of malformed rows (NULL, NaN, inverted or
-out-of-image boxes, scores outside [0, 1], unknown classes). Each frame also gets a small PNG under
+out-of-image boxes, scores outside [0, 1], unknown classes, absurd image sizes, rows without a capture
+time) and repeated rows, as streaming inserts write them. Each frame also gets a small PNG under
 `<objects_root>/demo-frames/...`, the local stand-in for the `s3://demo-frames/...` URI it carries.
 """
 
@@ -20,7 +21,18 @@ from data_engine.config import FleetConfig
 
 DEMO_BUCKET = "demo-frames"
 IMAGE_SIZE = (320, 240)
-MALFORMED_KINDS = ("null_box", "nan_score", "inverted_box", "outside_image", "score_above_one", "unknown_class")
+MALFORMED_KINDS = (
+    "null_box", "nan_score", "inverted_box", "outside_image", "score_above_one", "unknown_class", "huge_image"
+)
+# Larger than any camera's image, as a corrupt or overflowed value reads (sql/checked_frames.sql bounds it).
+HUGE_IMAGE_SIDE = 2**62
+
+
+def demo_window(today: dt.date, past_days: int) -> tuple[dt.date, int]:
+    """The (end_date, days) of the demo data written on first use: `past_days` up to yesterday (the
+    latest partition the UI offers) and the coming week, so the partitions a user clicks in the days
+    after have data too."""
+    return today + dt.timedelta(days=6), past_days + 7
 
 
 def write_demo_warehouse(
@@ -52,7 +64,13 @@ def write_demo_warehouse(
                         predictions.extend(frame | box for box in boxes)
                         if write_images:
                             _write_image(objects_root, frame["frame_uri"], boxes, model.classes)
+            # Streaming inserts repeat rows: the day's last frame row and its first detection, written twice.
+            frames.append(dict(frame))
+            predictions.extend(frame | box for box in boxes[:1])
             predictions.extend(_malformed_rows(model_name, model, day, rng))
+            frames.append(_huge_image_frame(model_name, model, day, rng))
+        predictions.extend(_rows_without_capture_time(model_name, model, end_date, rng))
+        frames.extend(_rows_without_capture_time(model_name, model, end_date, rng, with_box=False))
 
     warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     partial = warehouse_path.with_name(f"{warehouse_path.name}.partial-{os.getpid()}")
@@ -165,8 +183,22 @@ def _malformed_rows(model_name: str, model, day: dt.date, rng: random.Random) ->
             box["score"] = 1.4
         elif kind == "unknown_class":
             box["class_name"] = "Banana Peel"
+        elif kind == "huge_image":
+            frame["image_width"] = HUGE_IMAGE_SIDE
         rows.append(frame | box)
     return rows
+
+
+def _huge_image_frame(model_name: str, model, day: dt.date, rng: random.Random) -> dict:
+    client, client_config = next(iter(model.clients.items()))
+    return _frame(model_name, client, client_config.cameras[0], day, 950, 1000, rng) | {"image_height": HUGE_IMAGE_SIDE}
+
+
+def _rows_without_capture_time(model_name: str, model, day: dt.date, rng: random.Random, with_box: bool = True) -> list[dict]:
+    """One row of the model with a NULL captured_at: it belongs to no day, so every day's summary counts it."""
+    client, client_config = next(iter(model.clients.items()))
+    frame = _frame(model_name, client, client_config.cameras[0], day, 990, 1000, rng) | {"captured_at": None}
+    return [frame | _box(model.classes[0], 0.5, 10.0, 10.0, 50.0, 50.0) if with_box else frame]
 
 
 def _write_image(objects_root: Path, frame_uri: str, boxes: list[dict], classes: list[str]) -> None:

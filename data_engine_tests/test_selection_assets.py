@@ -74,10 +74,25 @@ def test_selection_job_selects_within_budgets_with_reasons_and_predictions(local
     assert "frame_uri" in metadata["preview"]
 
     predictions = _metadata(result, "predictions")
-    assert predictions["rows_dropped"] == 6
-    for reason in ("null_field", "nan_value", "inverted_box", "box_outside_image", "score_out_of_range", "unknown_class"):
+    assert predictions["rows_dropped"] == 8
+    for reason in ("null_field", "nan_value", "inverted_box", "box_outside_image", "score_out_of_range", "unknown_class",
+                   "bad_image_size", "no_capture_time"):
         assert f"| {reason} | 1 |" in predictions["rows_dropped_by_reason"]
-    assert _metadata(result, "empty_frames")["frames"] == _output(local_env, "empty_frames", "municipals", DAY).num_rows
+    # The day's detections and empty frames stay in the warehouse: only their summaries are recorded.
+    assert not (local_env / "objects" / "assets" / "predictions").exists()
+    assert not (local_env / "objects" / "assets" / "empty_frames").exists()
+    with warehouse.connect() as connection:
+        [(empty,)] = connection.sql(
+            "SELECT COUNT(*) FROM frames f WHERE model = 'municipals' AND captured_at::DATE = '2026-11-24'"
+            " AND image_height < 100000 AND NOT EXISTS (SELECT 1 FROM predictions p WHERE p.frame_uri = f.frame_uri)"
+        ).fetchall()
+    assert _metadata(result, "empty_frames")["frames"] == empty
+    frames_metadata = _metadata(result, "empty_frames")
+    assert frames_metadata["duplicate_frame_rows"] == 1
+    for reason in ("duplicate_frame_row", "bad_image_size", "no_capture_time"):
+        assert f"| {reason} | 1 |" in frames_metadata["frame_rows_dropped_by_reason"]
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.check_name == "has_predictions_for_the_day"
 
 
 def test_a_frame_selected_on_an_earlier_day_is_never_selected_again(local_env, warehouse):
@@ -105,7 +120,7 @@ def test_a_frame_selected_on_an_earlier_day_is_never_selected_again(local_env, w
     assert runs == [(earlier, 1), (DAY, 2)]
 
 
-def test_a_day_without_data_materializes_empty_tables_with_zero_counts(local_env, warehouse):
+def test_a_day_without_data_succeeds_with_zero_counts_and_warns(local_env, warehouse):
     quiet_day = dt.date(2026, 11, 21)  # after ENS starts, before the fixture data
     with dg.instance_for_test() as instance:
         result = _run(f"{quiet_day}|ENS", instance)
@@ -113,7 +128,52 @@ def test_a_day_without_data_materializes_empty_tables_with_zero_counts(local_env
     assert _output(local_env, "review_candidates", "ENS", quiet_day).num_rows == 0
     assert _metadata(result, "review_candidates")["frames_selected"] == 0
     assert _metadata(result, "predictions")["detections"] == 0
+    assert _metadata(result, "predictions")["prediction_rows_in_warehouse"] == 0
     assert _metadata(result, "empty_frames")["frames"] == 0
+    # An inference outage looks like this day: a warning (not a failure) on the predictions asset.
+    [check] = result.get_asset_check_evaluations()
+    assert (check.check_name, check.passed, check.severity) == (
+        "has_predictions_for_the_day", False, dg.AssetCheckSeverity.WARN
+    )
+    assert check.asset_key == dg.AssetKey("predictions")
+
+
+def test_repeated_warehouse_rows_select_each_frame_once_with_each_box_once(local_env, warehouse):
+    """Streaming inserts write rows twice: a frame with two `frames` rows (one under another camera) and
+    repeated detections must select the same frames, with the same boxes, as without the repeats."""
+    with dg.instance_for_test() as instance:
+        once = _output_after(_run(f"{DAY}|municipals", instance), local_env)
+    with warehouse.connect() as connection:
+        connection.execute("INSERT INTO predictions SELECT * FROM predictions")
+        # Each frame row again, as it is, then a later row of each frame under another known camera: the
+        # frame's first row in the fixed order (capture time, camera, ...) wins on both engines.
+        connection.execute("INSERT INTO frames SELECT * FROM frames")
+        connection.execute(
+            "INSERT INTO frames SELECT * REPLACE (captured_at + INTERVAL 1 SECOND AS captured_at, 'cam-02' AS camera_id)"
+            " FROM frames WHERE camera_id = 'cam-01' AND captured_at < '2026-11-24 23:59:00+00' "
+            " QUALIFY ROW_NUMBER() OVER (PARTITION BY frame_uri) = 1"
+        )
+    with dg.instance_for_test() as instance:
+        result = _run(f"{DAY}|municipals", instance)
+        twice = _output_after(result, local_env)
+    assert result.success
+    assert twice.to_pylist() == once.to_pylist()
+    assert len(set(twice["frame_uri"].to_pylist())) == twice.num_rows
+    metadata = _metadata(result, "empty_frames")
+    with warehouse.connect() as connection:
+        [(rows, frames)] = connection.sql(
+            "SELECT COUNT(*), COUNT(DISTINCT frame_uri) FROM frames WHERE model = 'municipals'"
+            " AND captured_at >= '2026-11-24' AND captured_at < '2026-11-25' AND image_height < 100000"
+        ).fetchall()
+    assert metadata["duplicate_frame_rows"] == rows - frames > frames
+    assert _metadata(result, "review_candidates")["duplicate_predictions_dropped"] == sum(
+        len(row["predictions"]) for row in once.to_pylist()
+    )
+
+
+def _output_after(result: dg.ExecuteInProcessResult, home: Path):
+    assert result.success
+    return _output(home, "review_candidates", "municipals", DAY)
 
 
 def test_schedule_requests_yesterday_for_every_model(local_env):

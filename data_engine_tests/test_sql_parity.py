@@ -32,10 +32,9 @@ def warehouses(tmp_path_factory, bq_emulator):
     # Frames of DAY that an earlier selection run already took, written to both ledgers: the selection
     # query must exclude them and count them as already selected.
     model = config.models["municipals"]
-    flagged = duck.run(queries.review_candidates_query("municipals", model, DAY)).table
-    valid, _ = split_checked(duck.run(queries.checked_query("checked_predictions", "municipals", model, DAY)).table)
+    selection = duck.run(queries.review_candidates_query("municipals", model, DAY, "selected_candidates")).table
     filter_names = [f.reason for f in model.selection.filters]
-    earlier = selected_candidates(flagged, valid, filter_names).slice(0, 6)
+    earlier = selected_candidates(selection, filter_names).slice(0, 6)
     for warehouse in (duck, bq):
         for run, moment in (("old-run", dt.datetime(2026, 11, 23, 5, tzinfo=dt.timezone.utc)),
                             ("new-run", dt.datetime(2026, 11, 23, 6, tzinfo=dt.timezone.utc))):
@@ -52,23 +51,30 @@ def _normalized(table: pa.Table) -> list[tuple]:
             return v.astimezone(dt.timezone.utc).isoformat()
         return v
 
-    return sorted((tuple(value(v) for v in row.values()) for row in table.to_pylist()), key=repr)
+    # BigQuery returns a NULL array as an empty one; DuckDB keeps NULL (callers read both as empty).
+    lists = {field.name for field in table.schema if pa.types.is_list(field.type)}
+    return sorted(
+        (tuple([] if v is None and k in lists else value(v) for k, v in row.items()) for row in table.to_pylist()),
+        key=repr,
+    )
 
 
 def _statements(config):
     for model_name, model in config.models.items():
-        for statement in ("checked_predictions", "checked_frames", "checked_empty_frames"):
+        for statement in ("checked_predictions", "checked_frames", "detected_frames", "prediction_summary",
+                          "empty_frame_summary"):
             yield f"{statement}/{model_name}", queries.checked_query(statement, model_name, model, DAY)
-        yield f"review_candidates/{model_name}", queries.review_candidates_query(model_name, model, DAY)
+        for statement in ("review_candidates", "selected_candidates"):
+            yield f"{statement}/{model_name}", queries.review_candidates_query(model_name, model, DAY, statement)
 
 
 def test_every_sql_file_is_covered():
     """A new file in sql/ must be added to the parity check below."""
     files = {p.relative_to(sql.sql_dir()).with_suffix("").as_posix() for p in sql.sql_dir().rglob("*.sql")}
-    covered = {"checked_predictions", "checked_frames", "checked_empty_frames", "review_candidates",
+    covered = {"checked_predictions", "checked_frames", "review_candidates",
                "review_selections_table", "filters/size_class", "filters/class_overlap",
                "filters/class_overlap_any_classes", "frames_with_overlapping_boxes", "filters/confidence_band",
-               "filters/empty_frames",
+               "filters/empty_frames", "prediction_summary", "empty_frame_summary", "selected_candidates", "detected_frames",
                "cvat_task_models"}
     assert files == covered
 
@@ -83,7 +89,7 @@ def test_bigquery_and_duckdb_return_the_same_rows(warehouses):
         assert on_duckdb.column_names == on_bigquery.column_names, name
         assert _normalized(on_duckdb) == _normalized(on_bigquery), name
         checked += 1
-    assert checked == 8
+    assert checked == 14
 
 
 def test_fixture_exercises_every_filter_and_drop(warehouses):
@@ -99,7 +105,11 @@ def test_fixture_exercises_every_filter_and_drop(warehouses):
     assert reasons == set(filter_names)
     _, dropped = split_checked(duck.run(queries.checked_query("checked_predictions", "municipals", model, DAY)).table)
     assert set(dropped) == {"null_field", "nan_value", "inverted_box", "box_outside_image", "score_out_of_range",
-                            "unknown_class"}
+                            "unknown_class", "bad_image_size", "no_capture_time"}
+    _, frame_rows_dropped = split_checked(duck.run(queries.checked_query("checked_frames", "municipals", model, DAY)).table)
+    assert set(frame_rows_dropped) == {"duplicate_frame_row", "bad_image_size", "no_capture_time"}
+    selection = duck.run(queries.review_candidates_query("municipals", model, DAY, "selected_candidates")).table
+    assert set(selection["status"].to_pylist()) == statuses  # a count row for each status not selected
 
 
 def test_ddl_is_idempotent_on_both(warehouses):

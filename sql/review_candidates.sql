@@ -10,8 +10,17 @@ WITH
 detections AS (
   SELECT * FROM checked_predictions WHERE drop_reason IS NULL
 ),
+day_frames AS (
+  -- Each frame's own fields come from the frames table (one valid row per frame, see checked_frames).
+  SELECT * FROM checked_frames WHERE drop_reason IS NULL
+),
 empty_frames AS (
-  SELECT * FROM checked_empty_frames WHERE drop_reason IS NULL
+  -- The day's frames on which the model detected nothing at all. An anti-join over day_frames, so the
+  -- frames are checked once for both CTEs.
+  SELECT day_frames.*
+  FROM day_frames
+  LEFT JOIN detected_frames AS detected ON detected.frame_uri = day_frames.frame_uri
+  WHERE detected.frame_uri IS NULL
 ),
 flagged AS (
   -- Placeholder with the shape of a compiled filter: each frame it flags, with the filter's rank.
@@ -33,10 +42,6 @@ previously_selected AS (
   JOIN latest_selection_runs AS r
     ON s.selected_date = r.selected_date AND s.selected_at = r.selected_at
   WHERE s.model = @model
-),
-day_frames AS (
-  -- Each frame's own fields come from the frames table, which has one row per frame.
-  SELECT * FROM checked_frames WHERE drop_reason IS NULL
 ),
 flagged_frames AS (
   SELECT

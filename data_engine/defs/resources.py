@@ -41,7 +41,7 @@ class DuckDBWarehouseResource(WarehouseResource):
     demo_days: int = 7
 
     def open(self) -> "Warehouse":
-        from data_engine.demo import write_demo_warehouse
+        from data_engine.demo import demo_window, write_demo_warehouse
         from data_engine.warehouse.duckdb_engine import DuckDBWarehouse
 
         path = Path(self.path)
@@ -51,10 +51,9 @@ class DuckDBWarehouseResource(WarehouseResource):
             with open(path.with_name(path.name + ".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 if not path.exists():
-                    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
-                    write_demo_warehouse(
-                        load_fleet_config(), path, Path(self.objects_root), end_date=yesterday, days=self.demo_days
-                    )
+                    end_date, days = demo_window(dt.datetime.now(dt.timezone.utc).date(), self.demo_days)
+                    objects = Path(self.objects_root)
+                    write_demo_warehouse(load_fleet_config(), path, objects, end_date=end_date, days=days)
         return DuckDBWarehouse(path)
 
 

@@ -1,4 +1,4 @@
-"""Stage 1 and 2 of the loop for one model-day: pull predictions and empty frames, select candidates.
+"""Stage 1 and 2 of the loop for one model-day: summarize predictions and empty frames, select candidates.
 
 The assets are thin: the queries come from `data_engine.selection.queries`, the reshaping from
 `data_engine.selection.candidates`; this module adds partitions, metadata, the job and the schedule.
@@ -15,9 +15,7 @@ from data_engine.defs.partitions import daily_model_partitions, model_and_day
 from data_engine.defs.resources import WarehouseResource
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from data_engine.warehouse import QueryResult
+    from data_engine.warehouse import QueryResult, Warehouse
 
 # Asset signatures carry no pyarrow annotations: Dagster resolves them at load, and pyarrow is imported
 # only inside runs to keep the code location cheap to load.
@@ -25,14 +23,9 @@ if TYPE_CHECKING:
 GROUP = "selection"
 
 
-def _labels(context: dg.AssetExecutionContext, model: str) -> dict[str, str]:
-    """BigQuery job labels, so each query's cost is attributed to its model, partition and run."""
-    return {
-        "model": model,
-        "partition": context.partition_key,
-        "dagster_run_id": context.run.run_id,
-        "asset": context.asset_key.to_user_string(),
-    }
+def _labels(context: dg.AssetExecutionContext, model: str, asset: str) -> dict[str, str]:
+    """BigQuery job labels, so each query's cost is attributed to its model, partition, run and asset."""
+    return {"model": model, "partition": context.partition_key, "dagster_run_id": context.run.run_id, "asset": asset}
 
 
 def _cost_metadata(result: "QueryResult") -> dict[str, object]:
@@ -44,81 +37,146 @@ def _cost_metadata(result: "QueryResult") -> dict[str, object]:
 def build_selection_defs(config: FleetConfig) -> dg.Definitions:
     partitions = daily_model_partitions(config)
 
-    def pull_checked(context: dg.AssetExecutionContext, warehouse: WarehouseResource, statement: str):
-        """Run a `checked_*` statement for the partition: its valid rows, and metadata on the dropped ones."""
-        from data_engine.selection.candidates import split_checked
+    predictions_key, empty_frames_key = dg.AssetKey("predictions"), dg.AssetKey("empty_frames")
+
+    @dg.multi_asset(
+        name="selection",
+        partitions_def=partitions,
+        group_name=GROUP,
+        can_subset=True,
+        outs={
+            "predictions": dg.AssetOut(
+                dagster_type=dg.Nothing,
+                is_required=False,
+                kinds={"sql"},
+                description="The model's production detections of the day, kept in the warehouse; the"
+                " materialization records their counts per class and camera. Malformed rows (NULL or NaN"
+                " fields, inverted or out-of-image boxes, scores outside [0, 1], image sizes outside 1 to"
+                " 100000 px, classes or cameras unknown to the model) are dropped and counted by reason.",
+            ),
+            "empty_frames": dg.AssetOut(
+                dagster_type=dg.Nothing,
+                is_required=False,
+                kinds={"sql"},
+                description="Frames of the day on which the model detected nothing at all (missed objects"
+                " hide there), kept in the warehouse; the materialization records their counts, and those"
+                " of the day's frame rows (duplicates and unusable rows by reason).",
+            ),
+            "review_candidates": dg.AssetOut(
+                is_required=False,
+                kinds={"sql", "parquet"},
+                description="Frames worth a human review, one row per frame, with the `reasons` (filter"
+                " names) that selected it and its predictions for pre-annotation. Filtering, budgets and"
+                " the predictions of the selected frames come from the warehouse in one query; a frame"
+                " selected on an earlier day is never selected again (the review-selection ledger).",
+            ),
+        },
+        internal_asset_deps={
+            "predictions": set(),
+            "empty_frames": set(),
+            "review_candidates": {predictions_key, empty_frames_key},
+        },
+        check_specs=[
+            dg.AssetCheckSpec(
+                "has_predictions_for_the_day",
+                asset=predictions_key,
+                description="The warehouse holds prediction rows of the model for the day. None at all is"
+                " how an inference outage looks: the day then selects nothing (a warning, not a failure).",
+            )
+        ],
+    )
+    def selection(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        """One step for the three assets: their data stays in the warehouse, and one process (one
+        import of the code location, one warehouse connection) does what three steps did."""
+        model, day = model_and_day(context)
+        store = warehouse.open()
+        selected = context.op_execution_context.selected_output_names
+        if "predictions" in selected:
+            yield from _predictions(context, store, model, day)
+        if "empty_frames" in selected:
+            yield _empty_frames(context, store, model, day)
+        if "review_candidates" in selected:
+            yield _review_candidates(context, store, model, day)
+
+    def _predictions(context: dg.AssetExecutionContext, store: "Warehouse", model: str, day: dt.date):
+        from data_engine.selection.candidates import prediction_summary
         from data_engine.selection.queries import checked_query
 
-        model, day = model_and_day(context)
-        result = warehouse.open().run(checked_query(statement, model, config.models[model], day), _labels(context, model))
-        valid, dropped = split_checked(result.table)
-        metadata = {
-            "rows_dropped": sum(dropped.values()),
-            "rows_dropped_by_reason": counts_table(dropped, "reason", "rows"),
-            **_cost_metadata(result),
-        }
-        return valid, metadata
-
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"sql", "parquet"})
-    def predictions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
-        """The model's production detections of the day. Malformed rows (NULL or NaN fields, inverted or
-        out-of-image boxes, scores outside [0, 1], classes or cameras unknown to the model) are dropped and
-        counted, never crashed on."""
-        import pyarrow.compute as pc
-
-        from data_engine.selection.candidates import value_counts
-
-        valid, metadata = pull_checked(context, warehouse, "checked_predictions")
-        return dg.Output(
-            valid,
+        query = checked_query("prediction_summary", model, config.models[model], day)
+        result = store.run(query, _labels(context, model, "predictions"))
+        summary = prediction_summary(result.table)
+        if summary.rows_of_the_day == 0:
+            context.log.warning(
+                f"no prediction rows of {model} on {day} in the warehouse: an inference outage, or a day"
+                " before the data starts (locally: `data-engine demo-data --end-date ...` writes other days)"
+            )
+        yield dg.Output(
+            None,
+            output_name="predictions",
             metadata={
-                "detections": valid.num_rows,
-                "frames": pc.count_distinct(valid["frame_uri"]).as_py(),
-                "detections_per_class": counts_table(value_counts(valid, "class_name"), "class", "detections"),
-                "detections_per_camera": counts_table(value_counts(valid, "camera_id"), "camera", "detections"),
-                **metadata,
+                "detections": summary.detections,
+                "frames": summary.frames,
+                "prediction_rows_in_warehouse": summary.rows_of_the_day,
+                "detections_per_class": counts_table(summary.per_class, "class", "detections"),
+                "detections_per_camera": counts_table(summary.per_camera, "camera", "detections"),
+                "rows_dropped": sum(summary.dropped.values()),
+                "rows_dropped_by_reason": counts_table(summary.dropped, "reason", "rows"),
+                "rows_read_from_warehouse": result.table.num_rows,
+                **_cost_metadata(result),
+            },
+        )
+        if dg.AssetCheckKey(predictions_key, "has_predictions_for_the_day") in context.selected_asset_check_keys:
+            yield dg.AssetCheckResult(
+                asset_key=predictions_key,
+                check_name="has_predictions_for_the_day",
+                passed=summary.rows_of_the_day > 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"prediction_rows_in_warehouse": summary.rows_of_the_day},
+                description=None if summary.rows_of_the_day else f"no prediction rows of {model} on {day}: inference outage?",
+            )
+
+    def _empty_frames(context: dg.AssetExecutionContext, store: "Warehouse", model: str, day: dt.date) -> dg.Output:
+        from data_engine.selection.candidates import frame_summary
+        from data_engine.selection.queries import checked_query
+
+        query = checked_query("empty_frame_summary", model, config.models[model], day)
+        result = store.run(query, _labels(context, model, "empty_frames"))
+        summary = frame_summary(result.table)
+        return dg.Output(
+            None,
+            output_name="empty_frames",
+            metadata={
+                "frames": summary.empty_frames,
+                "frames_per_camera": counts_table(summary.empty_per_camera, "camera", "frames"),
+                "rows_dropped": sum(summary.empty_dropped.values()),
+                "rows_dropped_by_reason": counts_table(summary.empty_dropped, "reason", "rows"),
+                "frame_rows_in_warehouse": summary.frame_rows,
+                "duplicate_frame_rows": summary.frame_rows_dropped.get("duplicate_frame_row", 0),
+                "frame_rows_dropped_by_reason": counts_table(summary.frame_rows_dropped, "reason", "rows"),
+                "rows_read_from_warehouse": result.table.num_rows,
+                **_cost_metadata(result),
             },
         )
 
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"sql", "parquet"})
-    def empty_frames(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.Output:
-        """Frames of the day on which the model detected nothing at all; missed objects hide there."""
-        from data_engine.selection.candidates import value_counts
-
-        valid, metadata = pull_checked(context, warehouse, "checked_empty_frames")
-        return dg.Output(
-            valid,
-            metadata={
-                "frames": valid.num_rows,
-                "frames_per_camera": counts_table(value_counts(valid, "camera_id"), "camera", "frames"),
-                **metadata,
-            },
-        )
-
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"sql", "parquet"}, deps=[empty_frames])
-    def review_candidates(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, predictions
+    def _review_candidates(
+        context: dg.AssetExecutionContext, store: "Warehouse", model: str, day: dt.date
     ) -> dg.Output:
-        """Frames worth a human review, one row per frame, with the `reasons` (filter names) that selected
-        it and its predictions for pre-annotation. Filtering and budgets run in the warehouse; a frame
-        selected on an earlier day is never selected again (the review-selection ledger)."""
         from data_engine.selection.candidates import ledger_rows, selected_candidates, selection_counts
         from data_engine.selection.queries import review_candidates_query
 
-        model, day = model_and_day(context)
         model_config = config.models[model]
-        store = warehouse.open()
         store.ensure_selection_ledger()
-        result = store.run(review_candidates_query(model, model_config, day), _labels(context, model))
-        flagged = result.table
+        query = review_candidates_query(model, model_config, day, "selected_candidates")
+        result = store.run(query, _labels(context, model, "review_candidates"))
+        rows = result.table
         if day < model_config.selection.start_date:
             context.log.info(f"{day} is before {model}'s selection start_date {model_config.selection.start_date}")
-            flagged = flagged.slice(0, 0)
+            rows = rows.slice(0, 0)
         filter_names = [selection_filter.reason for selection_filter in model_config.selection.filters]
-        candidates = selected_candidates(flagged, predictions, filter_names)
+        candidates = selected_candidates(rows, filter_names)
         now = dt.datetime.now(dt.timezone.utc)
         store.append("review_selections", ledger_rows(model, day, candidates, context.run.run_id, now))
-        counts = selection_counts(flagged, candidates, filter_names)
+        counts = selection_counts(rows, candidates, filter_names)
         preview = [
             {
                 "priority": row["priority"],
@@ -131,24 +189,28 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         ]
         return dg.Output(
             candidates,
+            output_name="review_candidates",
             metadata={
                 "frames_selected": candidates.num_rows,
-                "frames_flagged": flagged.num_rows,
+                "frames_flagged": candidates.num_rows + sum(counts["dropped_frames"].values()),
                 "frames_dropped": sum(counts["dropped_frames"].values()),
                 "frames_dropped_by_reason": counts_table(counts["dropped_frames"], "reason", "frames"),
                 "flagged_per_filter": counts_table(counts["flagged_per_filter"], "filter", "frames"),
                 "selected_per_filter": counts_table(counts["selected_per_filter"], "filter", "frames"),
                 "selected_per_camera": counts_table(counts["selected_per_camera"], "camera", "frames"),
                 "predictions_per_class": counts_table(counts["predictions_per_class"], "class", "predictions"),
+                "duplicate_predictions_dropped": sum(rows["duplicate_predictions"].to_pylist()),
                 "preview": markdown_table(preview),
+                "rows_read_from_warehouse": result.table.num_rows,
                 **_cost_metadata(result),
             },
         )
 
     selection_job = dg.define_asset_job(
         "selection_job",
-        selection=dg.AssetSelection.assets(predictions, empty_frames, review_candidates),
-        description="Pull one model-day of predictions and empty frames, and select the frames to review.",
+        selection=dg.AssetSelection.assets(selection),
+        description="Summarize one model-day of predictions and empty frames in the warehouse, and select the"
+        " frames to review.",
     )
 
     @dg.schedule(
@@ -178,7 +240,7 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         return requests
 
     return dg.Definitions(
-        assets=[predictions, empty_frames, review_candidates],
+        assets=[selection],
         jobs=[selection_job],
         schedules=[daily_selection_schedule],
     )

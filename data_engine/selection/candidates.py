@@ -1,17 +1,18 @@
-"""Plain-Python steps around the warehouse queries: split checked rows, attach predictions, count.
+"""Plain-Python steps around the warehouse queries: read their summaries and shape the selected frames.
 
-The warehouse does the filtering; these functions only reshape its (small) Arrow results.
+The warehouse filters, counts and attaches predictions; what comes back is small (a few hundred count
+rows, the selected frames) and these functions only reshape it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-BOX_FIELDS = ["class_name", "score", "x_min", "y_min", "x_max", "y_max"]
 CANDIDATE_COLUMNS = ["frame_uri", "client", "camera_id", "model_version", "captured_at", "image_width", "image_height"]
 DROP_STATUSES = ("already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget", "over_day_budget")
 
@@ -23,36 +24,90 @@ def split_checked(checked: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     return checked.filter(is_valid).drop_columns(["drop_reason"]), dict(sorted(dropped.items()))
 
 
+def _sum_by(rows: list[dict], key: str, count: str = "row_count") -> dict[str, int]:
+    totals: Counter = Counter()
+    for row in rows:
+        totals[row[key]] += row[count]
+    return dict(sorted(totals.items()))
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    """The `predictions` asset's numbers, from `sql/prediction_summary.sql`."""
+
+    detections: int
+    frames: int
+    per_class: dict[str, int]
+    per_camera: dict[str, int]
+    dropped: dict[str, int]
+
+    @property
+    def rows_of_the_day(self) -> int:
+        """Prediction rows captured on the day, valid or not (rows without a capture time are of no day)."""
+        return self.detections + sum(count for reason, count in self.dropped.items() if reason != "no_capture_time")
+
+
+def prediction_summary(table: pa.Table) -> PredictionSummary:
+    rows = table.to_pylist()
+    counted = [row for row in rows if row["row_count"] is not None]
+    valid = [row for row in counted if row["drop_reason"] is None]
+    return PredictionSummary(
+        detections=sum(row["row_count"] for row in valid),
+        frames=sum(row["frames"] for row in rows if row["frames"] is not None),
+        per_class=_sum_by(valid, "class_name"),
+        per_camera=_sum_by(valid, "camera_id"),
+        dropped=_sum_by([row for row in counted if row["drop_reason"] is not None], "drop_reason"),
+    )
+
+
+@dataclass(frozen=True)
+class FrameSummary:
+    """The `empty_frames` asset's numbers, from `sql/empty_frame_summary.sql`."""
+
+    empty_frames: int
+    empty_per_camera: dict[str, int]
+    empty_dropped: dict[str, int]
+    frame_rows: int
+    frame_rows_dropped: dict[str, int]
+
+
+def frame_summary(table: pa.Table) -> FrameSummary:
+    rows = table.to_pylist()
+    empty = [row for row in rows if row["rows_of"] == "empty_frames"]
+    frames_table = [row for row in rows if row["rows_of"] == "frames_table"]
+    valid_empty = [row for row in empty if row["drop_reason"] is None]
+    return FrameSummary(
+        empty_frames=sum(row["row_count"] for row in valid_empty),
+        empty_per_camera=_sum_by(valid_empty, "camera_id"),
+        empty_dropped=_sum_by([row for row in empty if row["drop_reason"] is not None], "drop_reason"),
+        frame_rows=sum(row["row_count"] for row in frames_table),
+        frame_rows_dropped=_sum_by([row for row in frames_table if row["drop_reason"] is not None], "drop_reason"),
+    )
+
+
 def reasons_of(filter_mask: int, filter_names: list[str]) -> list[str]:
     """The names of the filters whose bit is set in a frame's `filter_mask` (bit i: the i-th filter)."""
     return [name for bit, name in enumerate(filter_names) if filter_mask >> bit & 1]
 
 
-def selected_candidates(flagged: pa.Table, predictions: pa.Table, filter_names: list[str]) -> pa.Table:
-    """The selected frames in priority order, with their reasons as a list and their predictions attached."""
-    selected = flagged.filter(pc.equal(flagged["status"], "selected")).sort_by(
+def is_selected_row(result: pa.Table) -> pa.ChunkedArray:
+    """Which rows of `sql/selected_candidates.sql`'s result are selected frames (the others are counts)."""
+    return pc.equal(result["status"], "selected")
+
+
+def selected_candidates(result: pa.Table, filter_names: list[str]) -> pa.Table:
+    """The selected frames of `sql/selected_candidates.sql`'s result in priority order, with their reasons
+    as a list and their predictions (an empty list for a frame without detections)."""
+    selected = result.filter(is_selected_row(result)).sort_by(
         [("best_filter_rank", "ascending"), ("reason_count", "descending"), ("tiebreak", "ascending")]
     )
-    # Only the selected frames' detections are reshaped, not the whole day's.
-    predictions = predictions.filter(pc.is_in(predictions["frame_uri"], value_set=selected["frame_uri"].combine_chunks()))
-    # pyarrow cannot aggregate structs into lists, so group row numbers and take the boxes by them.
-    boxes = pa.StructArray.from_arrays([predictions[name].combine_chunks() for name in BOX_FIELDS], names=BOX_FIELDS)
-    rows_per_frame = (
-        pa.table({"frame_uri": predictions["frame_uri"], "row": pa.array(range(predictions.num_rows), pa.int64())})
-        .group_by("frame_uri", use_threads=False)
-        .aggregate([("row", "list")])
-    )
-    row_lists = rows_per_frame["row_list"].combine_chunks()
-    boxes_per_frame = pa.ListArray.from_arrays(row_lists.offsets, boxes.take(row_lists.flatten()))
-    # Acero joins cannot carry list columns: look each selected frame up instead.
-    positions = pc.index_in(selected["frame_uri"], value_set=rows_per_frame["frame_uri"].combine_chunks())
-    attached = boxes_per_frame.take(positions)
-    no_boxes = pa.array([[]] * selected.num_rows, boxes_per_frame.type)
+    predictions = selected["predictions"]
+    no_boxes = pa.array([[]] * selected.num_rows, predictions.type)
     reasons = [reasons_of(mask, filter_names) for mask in selected["filter_mask"].to_pylist()]
     return selected.select(CANDIDATE_COLUMNS).append_column(
         "reasons", pa.array(reasons, pa.list_(pa.string()))
     ).append_column(
-        "predictions", pc.if_else(pc.is_null(attached), no_boxes, attached)
+        "predictions", pc.if_else(pc.is_null(predictions), no_boxes, predictions)
     ).append_column("priority", pa.array(range(1, selected.num_rows + 1), pa.int64()))
 
 
@@ -61,19 +116,22 @@ def value_counts(table: pa.Table, column: str) -> dict[str, int]:
     return {row["values"]: row["counts"] for row in pc.value_counts(table[column]).to_pylist()}
 
 
-def selection_counts(flagged: pa.Table, candidates: pa.Table, filter_names: list[str]) -> dict[str, dict[str, int]]:
-    """The numbers a reviewer checks: flagged and selected per filter, selected per camera and class, drops."""
-    masks = flagged["filter_mask"]
-    flagged_per_filter = {
-        name: count
-        for bit, name in enumerate(filter_names)
-        if (count := pc.sum(pc.not_equal(pc.bit_wise_and(masks, 1 << bit), 0)).as_py() or 0)
-    }
+def selection_counts(result: pa.Table, candidates: pa.Table, filter_names: list[str]) -> dict[str, dict[str, int]]:
+    """The numbers a reviewer checks: flagged and selected per filter, selected per camera and class, drops.
+
+    `result` is `sql/selected_candidates.sql`'s: a row per selected frame and a count row per status and
+    filter_mask of the others.
+    """
+    flagged_per_filter: Counter = Counter()
+    statuses: Counter = Counter()
+    for row in result.select(["filter_mask", "status", "frames"]).to_pylist():
+        statuses[row["status"]] += row["frames"]
+        for name in reasons_of(row["filter_mask"], filter_names):
+            flagged_per_filter[name] += row["frames"]
     selected_per_filter = Counter(r for reasons in candidates["reasons"].to_pylist() for r in reasons)
-    statuses = value_counts(flagged, "status")
     return {
-        "flagged_per_filter": flagged_per_filter,
-        "selected_per_filter": {name: selected_per_filter.get(name, 0) for name in flagged_per_filter},
+        "flagged_per_filter": {name: flagged_per_filter[name] for name in filter_names if flagged_per_filter[name]},
+        "selected_per_filter": {name: selected_per_filter.get(name, 0) for name in filter_names if flagged_per_filter[name]},
         "selected_per_camera": value_counts(candidates, "camera_id"),
         "predictions_per_class": dict(
             Counter(box["class_name"] for boxes in candidates["predictions"].to_pylist() for box in boxes)

@@ -36,13 +36,18 @@ def _day_params(model_name: str, model: ModelConfig, day: dt.date) -> dict[str, 
 
 
 def checked_query(statement: str, model_name: str, model: ModelConfig, day: dt.date) -> Query:
-    """A `checked_*` statement of one model-day: every row with its drop_reason (NULL when valid)."""
+    """A statement over one model-day's checked rows: a `checked_*` one (every row with its drop_reason,
+    NULL when valid) or a summary of them (`prediction_summary`, `empty_frame_summary`)."""
     expression = sql.load(statement)
     return Query(statement, expression, _pick(expression, _day_params(model_name, model, day)))
 
 
-def review_candidates_query(model_name: str, model: ModelConfig, day: dt.date) -> Query:
-    expression = sql.load("review_candidates")
+def review_candidates_query(
+    model_name: str, model: ModelConfig, day: dt.date, statement: str = "review_candidates"
+) -> Query:
+    """`sql/review_candidates.sql` (every flagged frame with its status) with the model's filters and
+    budgets, or a `statement` that reads it (`selected_candidates`: the selected frames with predictions)."""
+    expression = sql.load(statement)
     filters = model.selection.filters
     budgeted = [rank for rank, selection_filter in enumerate(filters) if selection_filter.max_frames is not None]
     params = _day_params(model_name, model, day) | {
@@ -63,7 +68,7 @@ def review_candidates_query(model_name: str, model: ModelConfig, day: dt.date) -
     ]
     _fill_placeholder(expression, "flagged", branches)
     _fill_placeholder(expression, "filter_budgets", budgets)
-    return Query("review_candidates", expression, _pick(expression, params))
+    return Query(statement, expression, _pick(expression, params))
 
 
 def _fill_placeholder(expression: exp.Expression, cte_name: str, selects: list[exp.Expression]) -> None:

@@ -26,41 +26,44 @@ CLIENTS = {
 ROGUE_CAMERA = ("city_mrf", "cam-99")
 
 
+def fleet_dict() -> dict:
+    """A one-model fleet with every filter kind, scoped filters, per-filter, per-camera and per-day budgets
+    (the fleet YAML's content)."""
+    return {
+        "warehouse": {
+            "predictions_table": "bench-project.inference.predictions",
+            "frames_table": "bench-project.inference.frames",
+            "selections_table": "bench-project.data_engine.review_selections",
+            "max_bytes_billed": 200_000_000_000,
+        },
+        "models": {
+            MODEL: {
+                "classes": CLASSES,
+                "clients": {client: {"cameras": cameras} for client, cameras in CLIENTS.items()},
+                "selection": {
+                    "start_date": "2026-01-01",
+                    "max_frames_per_day": 500,
+                    "max_frames_per_camera_per_day": 100,
+                    "filters": [
+                        {"kind": "size_class", "classes": ["Other PET"], "min_area_fraction": 0.05},
+                        {"kind": "class_overlap", "min_iou": 0.5, "class_pairs": [["PET", "Other PET"], ["Film", "Cardboard"]]},
+                        {"kind": "class_overlap", "name": "any_overlap_north", "min_iou": 0.4,
+                         "clients": ["north_depot"], "max_frames": 200},
+                        {"kind": "confidence_band", "min_score": 0.35, "max_score": 0.45, "max_frames": 300},
+                        {"kind": "confidence_band", "name": "low_film_city", "min_score": 0.25, "max_score": 0.3,
+                         "classes": ["Film", "HDPE"], "clients": ["city_mrf"], "cameras": ["cam-11", "cam-12"]},
+                        {"kind": "size_class", "name": "big_cardboard", "classes": ["Cardboard"],
+                         "min_area_fraction": 0.1, "max_area_fraction": 0.5, "cameras": ["cam-01", "cam-21"]},
+                        {"kind": "empty_frames", "max_frames": 50, "clients": ["acme_recycling", "city_mrf"]},
+                    ],
+                },
+            }
+        },
+    }
+
+
 def fleet_config() -> FleetConfig:
-    """A one-model fleet with every filter kind, scoped filters, per-filter, per-camera and per-day budgets."""
-    return FleetConfig.model_validate(
-        {
-            "warehouse": {
-                "predictions_table": "bench-project.inference.predictions",
-                "frames_table": "bench-project.inference.frames",
-                "selections_table": "bench-project.data_engine.review_selections",
-                "max_bytes_billed": 200_000_000_000,
-            },
-            "models": {
-                MODEL: {
-                    "classes": CLASSES,
-                    "clients": {client: {"cameras": cameras} for client, cameras in CLIENTS.items()},
-                    "selection": {
-                        "start_date": "2026-01-01",
-                        "max_frames_per_day": 500,
-                        "max_frames_per_camera_per_day": 100,
-                        "filters": [
-                            {"kind": "size_class", "classes": ["Other PET"], "min_area_fraction": 0.05},
-                            {"kind": "class_overlap", "min_iou": 0.5, "class_pairs": [["PET", "Other PET"], ["Film", "Cardboard"]]},
-                            {"kind": "class_overlap", "name": "any_overlap_north", "min_iou": 0.4,
-                             "clients": ["north_depot"], "max_frames": 200},
-                            {"kind": "confidence_band", "min_score": 0.35, "max_score": 0.45, "max_frames": 300},
-                            {"kind": "confidence_band", "name": "low_film_city", "min_score": 0.25, "max_score": 0.3,
-                             "classes": ["Film", "HDPE"], "clients": ["city_mrf"], "cameras": ["cam-11", "cam-12"]},
-                            {"kind": "size_class", "name": "big_cardboard", "classes": ["Cardboard"],
-                             "min_area_fraction": 0.1, "max_area_fraction": 0.5, "cameras": ["cam-01", "cam-21"]},
-                            {"kind": "empty_frames", "max_frames": 50, "clients": ["acme_recycling", "city_mrf"]},
-                        ],
-                    },
-                }
-            },
-        }
-    )
+    return FleetConfig.model_validate(fleet_dict())
 
 
 def model_config() -> ModelConfig:
