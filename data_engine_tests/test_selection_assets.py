@@ -176,6 +176,24 @@ def _output_after(result: dg.ExecuteInProcessResult, home: Path):
     return _output(home, "review_candidates", "municipals", DAY)
 
 
+def test_demo_data_written_on_first_use_covers_the_latest_partitions_and_the_coming_week(local_env):
+    """No warehouse yet: the first run writes the demo data, and the latest partition the UI offers has
+    predictions (no warning), as do the partitions of the following week."""
+    defs = build_definitions()
+    latest_day = defs.resolve_job_def("selection_job").partitions_def.get_partitions_def_for_dimension(
+        "date"
+    ).get_last_partition_key()
+    with dg.instance_for_test() as instance:
+        result = _run(f"{latest_day}|municipals", instance)
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and _metadata(result, "predictions")["detections"] > 0
+    with DuckDBWarehouse(local_env / "warehouse.duckdb").connect() as connection:
+        days = {day for (day,) in connection.sql("SELECT DISTINCT captured_at::DATE FROM frames").fetchall() if day}
+    today = dt.datetime.now(dt.timezone.utc).date()
+    assert {today + dt.timedelta(days=offset) for offset in range(-7, 7)} <= days
+
+
 def test_schedule_requests_yesterday_for_every_model(local_env):
     defs = build_definitions()
     schedule = defs.resolve_schedule_def("daily_selection_schedule")
