@@ -194,7 +194,9 @@ def _huge_image_frame(model_name: str, model, day: dt.date, rng: random.Random) 
     return _frame(model_name, client, client_config.cameras[0], day, 950, 1000, rng) | {"image_height": HUGE_IMAGE_SIDE}
 
 
-def _rows_without_capture_time(model_name: str, model, day: dt.date, rng: random.Random, with_box: bool = True) -> list[dict]:
+def _rows_without_capture_time(
+    model_name: str, model, day: dt.date, rng: random.Random, with_box: bool = True
+) -> list[dict]:
     """One row of the model with a NULL captured_at: it belongs to no day, so every day's summary counts it."""
     client, client_config = next(iter(model.clients.items()))
     frame = _frame(model_name, client, client_config.cameras[0], day, 990, 1000, rng) | {"captured_at": None}

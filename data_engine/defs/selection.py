@@ -132,7 +132,7 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
                 passed=summary.rows_of_the_day > 0,
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"prediction_rows_in_warehouse": summary.rows_of_the_day},
-                description=None if summary.rows_of_the_day else f"no prediction rows of {model} on {day}: inference outage?",
+                description=None if summary.rows_of_the_day else f"no prediction rows of {model} on {day}",
             )
 
     def _empty_frames(context: dg.AssetExecutionContext, store: "Warehouse", model: str, day: dt.date) -> dg.Output:

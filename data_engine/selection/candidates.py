@@ -90,15 +90,10 @@ def reasons_of(filter_mask: int, filter_names: list[str]) -> list[str]:
     return [name for bit, name in enumerate(filter_names) if filter_mask >> bit & 1]
 
 
-def is_selected_row(result: pa.Table) -> pa.ChunkedArray:
-    """Which rows of `sql/selected_candidates.sql`'s result are selected frames (the others are counts)."""
-    return pc.equal(result["status"], "selected")
-
-
 def selected_candidates(result: pa.Table, filter_names: list[str]) -> pa.Table:
     """The selected frames of `sql/selected_candidates.sql`'s result in priority order, with their reasons
     as a list and their predictions (an empty list for a frame without detections)."""
-    selected = result.filter(is_selected_row(result)).sort_by(
+    selected = result.filter(pc.equal(result["status"], "selected")).sort_by(
         [("best_filter_rank", "ascending"), ("reason_count", "descending"), ("tiebreak", "ascending")]
     )
     predictions = selected["predictions"]
@@ -129,9 +124,10 @@ def selection_counts(result: pa.Table, candidates: pa.Table, filter_names: list[
         for name in reasons_of(row["filter_mask"], filter_names):
             flagged_per_filter[name] += row["frames"]
     selected_per_filter = Counter(r for reasons in candidates["reasons"].to_pylist() for r in reasons)
+    flagged_filters = [name for name in filter_names if flagged_per_filter[name]]
     return {
-        "flagged_per_filter": {name: flagged_per_filter[name] for name in filter_names if flagged_per_filter[name]},
-        "selected_per_filter": {name: selected_per_filter.get(name, 0) for name in filter_names if flagged_per_filter[name]},
+        "flagged_per_filter": {name: flagged_per_filter[name] for name in flagged_filters},
+        "selected_per_filter": {name: selected_per_filter.get(name, 0) for name in flagged_filters},
         "selected_per_camera": value_counts(candidates, "camera_id"),
         "predictions_per_class": dict(
             Counter(box["class_name"] for boxes in candidates["predictions"].to_pylist() for box in boxes)

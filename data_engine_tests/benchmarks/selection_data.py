@@ -46,7 +46,8 @@ def fleet_dict() -> dict:
                     "max_frames_per_camera_per_day": 100,
                     "filters": [
                         {"kind": "size_class", "classes": ["Other PET"], "min_area_fraction": 0.05},
-                        {"kind": "class_overlap", "min_iou": 0.5, "class_pairs": [["PET", "Other PET"], ["Film", "Cardboard"]]},
+                        {"kind": "class_overlap", "min_iou": 0.5,
+                         "class_pairs": [["PET", "Other PET"], ["Film", "Cardboard"]]},
                         {"kind": "class_overlap", "name": "any_overlap_north", "min_iou": 0.4,
                          "clients": ["north_depot"], "max_frames": 200},
                         {"kind": "confidence_band", "min_score": 0.35, "max_score": 0.45, "max_frames": 300},

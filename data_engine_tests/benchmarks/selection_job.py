@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, measured in runs.items()
         }
         job_output = home / "objects" / "assets" / "review_candidates" / selection_data.MODEL / f"{selection_data.DAY}.parquet"
-        problems = compare(job_output, workdir / "hand_written.parquet") + compare(job_output, workdir / "product.parquet")
+        problems = [p for name in ("hand_written", "product") for p in compare(job_output, workdir / f"{name}.parquet")]
         if problems:
             print("MISMATCH between the selection job and the hand-written query:\n  " + "\n  ".join(problems))
             return 1
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
         selected = pq.read_table(job_output)
         boxes = sum(len(p) for p in selected["predictions"].to_pylist())
-        print(f"all return the same {selected.num_rows:,} frames in the same order, with the same {boxes:,} predictions")
+        print(f"all return the same {selected.num_rows:,} frames in the same order with the same {boxes:,} predictions")
 
     print(f"\n{'':<28} {'seconds':>9} {'peak MiB':>9}")
     for name, r in results.items():
