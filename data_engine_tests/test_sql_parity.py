@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import Counter
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from data_engine.config import load_fleet_config
 from data_engine.selection import queries
-from data_engine.selection.candidates import ledger_rows, reasons_of, selected_candidates, split_checked
+from data_engine.selection.candidates import ledger_rows, reasons_of, selected_candidates
 from data_engine.warehouse import sql
 from data_engine.warehouse.sql import Query
 from data_engine_tests.warehouse_fixtures import copy_to_bigquery, write_duckdb_fixture
@@ -41,6 +43,13 @@ def warehouses(tmp_path_factory, bq_emulator):
             rows = earlier.slice(0, 3) if run == "old-run" else earlier
             warehouse.append("review_selections", ledger_rows("municipals", DAY - dt.timedelta(days=1), rows, run, moment))
     return config, duck, bq
+
+
+def split_checked(checked: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    """Rows without a drop_reason (the column removed), and how many rows each reason dropped."""
+    is_valid = pc.is_null(checked["drop_reason"])
+    dropped = Counter(checked.filter(pc.invert(is_valid))["drop_reason"].to_pylist())
+    return checked.filter(is_valid).drop_columns(["drop_reason"]), dict(sorted(dropped.items()))
 
 
 def _normalized(table: pa.Table) -> list[tuple]:

@@ -17,13 +17,6 @@ CANDIDATE_COLUMNS = ["frame_uri", "client", "camera_id", "model_version", "captu
 DROP_STATUSES = ("already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget", "over_day_budget")
 
 
-def split_checked(checked: pa.Table) -> tuple[pa.Table, dict[str, int]]:
-    """Rows without a drop_reason (the column removed), and how many rows each reason dropped."""
-    is_valid = pc.is_null(checked["drop_reason"])
-    dropped = Counter(checked.filter(pc.invert(is_valid))["drop_reason"].to_pylist())
-    return checked.filter(is_valid).drop_columns(["drop_reason"]), dict(sorted(dropped.items()))
-
-
 def _sum_by(rows: list[dict], key: str, count: str = "row_count") -> dict[str, int]:
     totals: Counter = Counter()
     for row in rows:
