@@ -66,7 +66,13 @@ def run(argv: list[str] | None = None) -> int:
     )
     base.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
     base.add_argument("--coco", type=Path, required=True, help="path of the COCO JSON file")
+    trainer_env = commands.add_parser(
+        "trainer-env", help="create the reference trainer's own environment (pip, from docker/trainer/requirements.txt) and print its interpreter"
+    )
+    trainer_env.add_argument("--requirements", type=Path, help="a requirements file (default: docker/trainer/requirements.txt)")
     args = parser.parse_args(argv)
+    if args.command == "trainer-env":
+        return _trainer_env(args)
 
     if args.command == "dev":
         return _dev(current_settings(), args.host, args.port)
@@ -198,3 +204,21 @@ def _import(store, args: argparse.Namespace, config) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _trainer_env(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from data_engine.training.trainer_env import REQUIREMENTS, ensure_trainer_env
+
+    requirements = args.requirements or REQUIREMENTS
+    if not requirements.is_file():
+        print(f"no requirements file at {requirements}; pass --requirements PATH", file=sys.stderr)
+        return 2
+    try:
+        python = ensure_trainer_env(requirements, log=lambda line: print(line, file=sys.stderr))
+    except subprocess.CalledProcessError as error:
+        print(f"creating the trainer environment failed: {error}", file=sys.stderr)
+        return 1
+    print(python)
+    return 0

@@ -10,6 +10,7 @@ from data_engine.defs.labels import build_label_defs
 from data_engine.defs.profiles import resources_for
 from data_engine.defs.review import build_review_defs
 from data_engine.defs.selection import build_selection_defs
+from data_engine.defs.training import build_training_defs
 from data_engine.settings import current_settings
 
 
@@ -19,6 +20,7 @@ def build_definitions() -> dg.Definitions:
         build_selection_defs(config),
         build_review_defs(config),
         build_label_defs(config),
+        build_training_defs(config),
         # Steps run in the run's own process: a step subprocess would import the code location again (seconds
         # per step) to call a warehouse, CVAT or S3; no job here has independent steps that would run in parallel.
         dg.Definitions(resources=resources_for(current_settings(), config), executor=dg.in_process_executor),

@@ -328,6 +328,17 @@ class TrainingConfig(_Strict):
     s3_bucket: Annotated[str, Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")] | None = None
     prefix: str = "models"
     batch: BatchTrainingConfig | None = None
+    # Passed as they are to the trainer (the `hyperparameters` extra); the reference trainer's are in README.
+    hyperparameters: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], int | float | str | bool] = Field(
+        default_factory=dict
+    )
+    # The key of each checkpoint's validation `metrics` (checkpoints.json) that selected_checkpoint maximises.
+    selection_metric: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")] = "map"
+    # Weights to start from (an s3:// URI, or a file path in the local profile); none: train from scratch.
+    initial_weights_uri: Name | None = None
+    # The local profile's trainer interpreter, in the trainer's own environment. DATA_ENGINE_TRAINER_PYTHON
+    # overrides it; with neither, the environment made by `data-engine trainer-env` is used.
+    local_python: Name | None = None
 
 
 class ModelConfig(_Strict):

@@ -10,17 +10,21 @@ from data_engine.config import FleetConfig
 from data_engine.defs.batch_launcher import BatchTrainerLauncher
 from data_engine.defs.cvat_resource import AnnotationResource, CvatResource, UnconfiguredAnnotationResource
 from data_engine.defs.io_manager import ArrowParquetIOManager
+from data_engine.defs.local_launcher import TRAINER_PYTHON_ENV, LocalTrainerLauncher
 from data_engine.defs.resources import (
     BigQueryWarehouseResource,
     DuckDBWarehouseResource,
     LabelStoreResource,
     LocalObjectStoreResource,
+    ModelStoreResource,
     ObjectStoreResource,
     S3ObjectStoreResource,
     WarehouseResource,
 )
 from data_engine.labels.store import label_store_uri
 from data_engine.settings import Settings
+from data_engine.training.store import model_store_uri
+from data_engine.training.trainer_env import TRAINER_DIR
 
 
 def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
@@ -46,9 +50,12 @@ def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
         "io_manager": ArrowParquetIOManager(store=store),
         "cvat": annotation_resource(settings),
         "label_stores": label_stores(settings, config),
+        "model_stores": ModelStoreResource(locations={model: model_store_uri(settings, config, model) for model in config.models}),
     }
     if settings.profile == "prod":
         resources["trainer"] = BatchTrainerLauncher.for_fleet(config)
+    else:
+        resources["trainer"] = local_trainer_launcher(settings, config)
     return resources
 
 
@@ -67,4 +74,14 @@ def annotation_resource(settings: Settings) -> AnnotationResource:
         access_token=dg.EnvVar("CVAT_ACCESS_TOKEN"),
         org=dg.EnvVar("CVAT_ORG") if os.environ.get("CVAT_ORG") else None,
         objects_root=str(settings.objects_root) if settings.profile == "local" else None,
+    )
+
+
+def local_trainer_launcher(settings: Settings, config: FleetConfig) -> LocalTrainerLauncher:
+    """The trainer as a subprocess in its own environment, reading frames from the local object store."""
+    return LocalTrainerLauncher(
+        trainer_dir=str(TRAINER_DIR),
+        frames_root=str(settings.objects_root),
+        python=os.environ.get(TRAINER_PYTHON_ENV) or None,
+        model_pythons={m: c.training.local_python for m, c in config.models.items() if c.training.local_python},
     )

@@ -23,6 +23,7 @@ from data_engine.objectstore import LocalObjectStore, ObjectStore, S3ObjectStore
 
 if TYPE_CHECKING:
     from data_engine.labels import LabelStore
+    from data_engine.training import ModelStore
     from data_engine.warehouse import Warehouse
 
 
@@ -111,3 +112,17 @@ class LabelStoreResource(dg.ConfigurableResource):
         if model not in self.locations:
             raise dg.Failure(f"no label store is configured for model {model!r} (known: {', '.join(sorted(self.locations))})")
         return LabelStore.from_uri(self.locations[model])
+
+
+class ModelStoreResource(dg.ConfigurableResource):
+    """The model stores (training runs, checkpoints, candidates), one location per model: a folder (local
+    profile) or `s3://bucket/prefix` (prod), as `data_engine.training.model_store_uri` derives them."""
+
+    locations: dict[str, str]
+
+    def open(self, model: str) -> ModelStore:
+        from data_engine.training import ModelStore
+
+        if model not in self.locations:
+            raise dg.Failure(f"no model store is configured for model {model!r} (known: {', '.join(sorted(self.locations))})")
+        return ModelStore.from_uri(self.locations[model])
