@@ -7,6 +7,7 @@ One training run (module fixture, about half a minute) is shared by the tests th
 # No `from __future__ import annotations`: Dagster reads the config and context annotations.
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +249,32 @@ def test_a_batch_retry_resumes_after_the_last_checkpoint(trained, tmp_path, monk
     assert checkpoints[:-1] == progress
     assert checkpoints[-1]["epoch"] == 4 and checkpoints[-1]["step"] == original[-1]["step"]
     assert checkpoints[-1]["metrics"] == pytest.approx(original[-1]["metrics"], abs=1e-4)
+
+
+def test_two_processes_train_with_distributed_data_parallel_on_cpu(trained, tmp_path, monkeypatch):
+    """The multi-GPU path without a GPU: torchrun starts two gloo ranks that split each epoch's batches."""
+    request = json.loads((trained.run_folder / "request.json").read_text())
+    extras = {
+        "model": MODEL,
+        "classes": CLASSES,
+        "label_version_uri": request["label_version_uri"],
+        "splits_uri": str(trained.run_folder / "splits.json"),
+        "run_uri": str(tmp_path / "run"),
+        "hyperparameters": {**HYPERPARAMETERS, "epochs": 1, "threads": 1},
+    }
+
+    @dg.asset
+    def distributed(context: dg.AssetExecutionContext, trainer: TrainerLauncherResource) -> dg.MaterializeResult:
+        return trainer.run(context, model=MODEL, request_id="ddp-test", entrypoint="train", extras=extras).get_materialize_result()
+
+    monkeypatch.setenv("DATA_ENGINE_TRAINER_CPU_PROCESSES", "2")
+    result = dg.materialize([distributed], resources=trained.defs.resources)
+    assert result.success
+    metadata = result.asset_materializations_for_node("distributed")[0].metadata
+    train_images = metadata["train_images"].value
+    assert metadata["processes"].value == 2
+    assert metadata["steps"].value == math.ceil(math.ceil(train_images / 2) / HYPERPARAMETERS["batch_size"])
+    assert [entry["epoch"] for entry in json.loads((tmp_path / "run" / "checkpoints.json").read_text())] == [1]
 
 
 def test_an_unknown_label_version_fails_before_anything_is_written(trained):
