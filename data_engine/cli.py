@@ -66,6 +66,11 @@ def run(argv: list[str] | None = None) -> int:
     )
     base.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
     base.add_argument("--coco", type=Path, required=True, help="path of the COCO JSON file")
+    demo_labels = label_commands.add_parser(
+        "import-demo", help="make demo frames, labelled with the boxes drawn into them, the model's latest version (local profile)"
+    )
+    demo_labels.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
+    demo_labels.add_argument("--frames", type=int, default=200, help="number of demo frames (default: 200)")
     trainer_env = commands.add_parser(
         "trainer-env", help="create the reference trainer's own environment (pip, from docker/trainer/requirements.txt) and print its interpreter"
     )
@@ -73,7 +78,6 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "trainer-env":
         return _trainer_env(args)
-
     if args.command == "dev":
         return _dev(current_settings(), args.host, args.port)
     if args.command == "demo-data":
@@ -131,7 +135,7 @@ def _labels(args: argparse.Namespace, config) -> int:
         store = LabelStore.from_uri(label_store_uri(current_settings(), config, args.model))
         if args.labels_command == "versions":
             return _versions(store, args.model)
-        if args.labels_command == "import":
+        if args.labels_command in ("import", "import-demo"):
             return _import(store, args, config)
         pointer = rollback_labels(
             store, args.model, args.version, rolled_back_by=f"{getpass.getuser()} (data-engine labels rollback)", reason=args.reason
@@ -184,26 +188,33 @@ def _import(store, args: argparse.Namespace, config) -> int:
 
     from data_engine.labels import LabelPolicy, import_label_set
 
+    classes = list(config.models[args.model].classes)
+    if args.labels_command == "import-demo":
+        from data_engine.demo import demo_label_set
+
+        warehouse = current_settings().warehouse_path
+        if not warehouse.exists():
+            print(f"no demo warehouse at {warehouse}: run `data-engine demo-data` first", file=sys.stderr)
+            return 1
+        source = f"{args.frames} demo frames of {warehouse}"
+    else:
+        source = str(args.coco)
     try:
-        coco = json.loads(args.coco.read_text())
+        coco = demo_label_set(warehouse, args.model, classes, args.frames) if args.labels_command == "import-demo" else json.loads(args.coco.read_text())
         version = import_label_set(
             store,
             args.model,
             coco,
-            list(config.models[args.model].classes),
+            classes,
             LabelPolicy.from_config(config.models[args.model].labels),
-            source_name=str(args.coco),
-            created_by=f"{getpass.getuser()} (data-engine labels import)",
+            source_name=source,
+            created_by=f"{getpass.getuser()} (data-engine labels {args.labels_command})",
         )
     except (OSError, ValueError) as error:  # ExportError is a ValueError, and so are JSON syntax errors
-        print(f"cannot import {args.coco} as the labels of {args.model!r}: {error}", file=sys.stderr)
+        print(f"cannot import {source} as the labels of {args.model!r}: {error}", file=sys.stderr)
         return 1
-    print(f"{args.model}: imported {args.coco} as label version {version}, now latest, at {store.describe(args.model)}")
+    print(f"{args.model}: imported {source} as label version {version}, now latest, at {store.describe(args.model)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def _trainer_env(args: argparse.Namespace) -> int:
@@ -222,3 +233,7 @@ def _trainer_env(args: argparse.Namespace) -> int:
         return 1
     print(python)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

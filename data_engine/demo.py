@@ -215,3 +215,46 @@ def _write_image(objects_root: Path, frame_uri: str, boxes: list[dict], classes:
         hue = classes.index(box["class_name"]) * 47 % 255
         draw.rectangle([box["x_min"], box["y_min"], box["x_max"], box["y_max"]], fill=(hue, 255 - hue, (hue * 3) % 255))
     image.save(path, format="PNG", optimize=False)
+
+
+def demo_label_set(warehouse_path: Path, model: str, classes: list[str], frames: int = 200) -> dict:
+    """A COCO label set (file_name = frame URI) of `frames` demo frames of `model`, labelled with the boxes
+    the demo drew into them (its well-formed predictions), so the local profile can train before any review."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse_path), read_only=True) as connection:
+        chosen = connection.execute(
+            "SELECT frame_uri, camera_id, captured_at, image_width, image_height FROM frames WHERE model = ?"
+            " ORDER BY hash(frame_uri) LIMIT ?",
+            [model, frames],
+        ).fetchall()
+        boxes = connection.execute(
+            "SELECT frame_uri, class_name, x_min, y_min, x_max, y_max FROM predictions"
+            " WHERE model = ? AND frame_uri IN (SELECT unnest(?::VARCHAR[]))",
+            [model, [row[0] for row in chosen]],
+        ).fetchall()
+    images = [
+        {"id": index, "file_name": uri, "camera_id": camera, "captured_at": captured_at.isoformat(), "width": width, "height": height}
+        for index, (uri, camera, captured_at, width, height) in enumerate(chosen, start=1)
+    ]
+    image_of = {image["file_name"]: image for image in images}
+    annotations = []
+    for uri, class_name, *corners in boxes:
+        image = image_of[uri]
+        if class_name not in classes or any(value is None or not math.isfinite(value) for value in corners):
+            continue  # the demo's malformed rows
+        x_min, y_min, x_max, y_max = corners
+        if not (0 <= x_min < x_max <= image["width"] and 0 <= y_min < y_max <= image["height"]):
+            continue
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image["id"],
+                "category_id": classes.index(class_name) + 1,
+                "bbox": [x_min, y_min, x_max - x_min, y_max - y_min],
+                "area": (x_max - x_min) * (y_max - y_min),
+                "iscrowd": 0,
+            }
+        )
+    categories = [{"id": index, "name": name} for index, name in enumerate(classes, start=1)]
+    return {"images": images, "annotations": annotations, "categories": categories}

@@ -17,6 +17,8 @@ import dagster as dg
 import pytest
 import yaml
 
+from data_engine import cli
+from data_engine.annotation.tasks import frame_path
 from data_engine.config import load_fleet_config
 from data_engine.config.loader import ConfigError
 from data_engine.definitions import build_definitions
@@ -27,25 +29,17 @@ from data_engine.labels.versioning import import_label_set
 from data_engine.training import SelectionError, select_checkpoint
 from data_engine.training.trainer_env import ensure_trainer_env
 from data_engine_tests.conftest import TEST_FLEET
-from data_engine_tests.training_fixtures import CLASSES, write_synthetic_label_set
+from data_engine_tests.training_fixtures import (
+    CLASSES,
+    HYPERPARAMETERS,
+    MODEL,
+    TRAINING_FLEET,
+    training_environment,
+    write_synthetic_label_set,
+)
 
-MODEL = "toy"
-# Small images, two threads, four epochs: about 25 s of training on 2 busy cores.
-HYPERPARAMETERS = {"epochs": 4, "batch_size": 4, "min_size": 96, "max_size": 128, "threads": 2, "seed": 0}
-# Measured with these settings (seed 0): val map 0.39, map50 0.87 after four epochs; 0.0 untrained.
+# Measured with TRAINING_FLEET's hyperparameters (seed 0): val map 0.39, map50 0.87 after four epochs; 0.0 untrained.
 MIN_MAP50, MIN_MAP = 0.5, 0.15
-TRAINING_FLEET = {
-    "warehouse": TEST_FLEET["warehouse"],
-    "models": {
-        MODEL: {
-            "classes": CLASSES,
-            "clients": {"line": {"cameras": ["cam-00", "cam-01", "cam-02", "cam-03"]}},
-            "selection": {"start_date": "2026-01-01", "max_frames_per_day": 10, "max_frames_per_camera_per_day": 10},
-            "labels": {"split_ratios": {"train": 0.7, "val": 0.3, "test": 0.0}},
-            "training": {"hyperparameters": HYPERPARAMETERS},
-        }
-    },
-}
 
 
 @pytest.fixture(scope="session")
@@ -84,20 +78,7 @@ def materialize_training_labels(defs: dg.Definitions, instance: dg.DagsterInstan
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, trainer_python) -> Trained:
-    root = tmp_path_factory.mktemp("training")
-    fleet = root / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump(TRAINING_FLEET, sort_keys=False))
-    (root / "dagster_home").mkdir()
-    home = root / "home"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATA_ENGINE_PROFILE", "local")
-        mp.setenv("DATA_ENGINE_HOME", str(home))
-        mp.setenv("DATA_ENGINE_CONFIG", str(fleet))
-        mp.setenv("DAGSTER_HOME", str(root / "dagster_home"))
-        mp.setenv(TRAINER_PYTHON_ENV, str(trainer_python))
-        mp.delenv("CVAT_URL", raising=False)
-        coco = write_synthetic_label_set(home / "objects", MODEL)
-        version = import_label_set(LabelStore.local(home / "labels"), MODEL, coco, CLASSES)
+    with training_environment(tmp_path_factory.mktemp("training"), trainer_python) as (home, version, coco):
         defs = build_definitions()
         with dg.DagsterInstance.get() as instance:
             materialize_training_labels(defs, instance)
@@ -154,17 +135,41 @@ def test_selection_takes_the_best_metric_and_the_later_checkpoint_on_a_tie():
         select_checkpoint(checkpoints, "map50")
 
 
-class _EvaluateConfig(dg.Config):
-    checkpoint_uris: list[str]
-    frames: list[str]
-    output_uri: str
+class _TrainerCall(dg.Config):
+    entrypoint: str
+    extras_json: str
 
 
-@dg.asset(partitions_def=dg.StaticPartitionsDefinition([MODEL]))
-def _detections(context: dg.AssetExecutionContext, config: _EvaluateConfig, trainer: TrainerLauncherResource) -> dg.MaterializeResult:
-    """The next issue's evaluation step, reduced to the trainer call."""
-    extras = {"checkpoint_uris": config.checkpoint_uris, "frames": config.frames, "output_uri": config.output_uri}
-    return trainer.run(context, model=MODEL, request_id="evaluate-test", entrypoint="evaluate", extras=extras).get_materialize_result()
+@dg.asset
+def _trainer_call(context: dg.AssetExecutionContext, config: _TrainerCall, trainer: TrainerLauncherResource) -> dg.MaterializeResult:
+    """One trainer invocation through the profile's launcher, as the next issue's evaluation step makes it."""
+    invocation = trainer.run(
+        context, model=MODEL, request_id=f"test-{config.entrypoint}", entrypoint=config.entrypoint, extras=json.loads(config.extras_json)
+    )
+    return invocation.get_materialize_result()
+
+
+def call_trainer(trained: Trained, entrypoint: str, extras: dict[str, Any]) -> dict[str, Any]:
+    """The trainer's final materialization metadata, as plain values."""
+    config = {"entrypoint": entrypoint, "extras_json": json.dumps(extras)}
+    result = dg.materialize([_trainer_call], resources=trained.defs.resources, run_config={"ops": {"_trainer_call": {"config": config}}})
+    assert result.success
+    return {key: value.value for key, value in result.asset_materializations_for_node("_trainer_call")[0].metadata.items()}
+
+
+def train_extras(trained: Trained, run_folder: Path, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """The extras trained_model gives the trainer, for another run folder (splits.json copied there)."""
+    request = json.loads((trained.run_folder / "request.json").read_text())
+    run_folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trained.run_folder / "splits.json", run_folder / "splits.json")
+    return {
+        "model": MODEL,
+        "classes": CLASSES,
+        "label_version_uri": request["label_version_uri"],
+        "splits_uri": str(run_folder / "splits.json"),
+        "run_uri": str(run_folder),
+        "hyperparameters": hyperparameters,
+    }
 
 
 def test_evaluate_entrypoint_writes_coco_detections_that_reproduce_the_val_metrics(trained, tmp_path):
@@ -176,14 +181,7 @@ def test_evaluate_entrypoint_writes_coco_detections_that_reproduce_the_val_metri
     frames = [image["file_name"] for image in trained.coco["images"] if splits[image["file_name"]] == "val"]
     chosen = [checkpoints[0], checkpoints[-1]]
     config = {"checkpoint_uris": [entry["uri"] for entry in chosen], "frames": frames, "output_uri": str(tmp_path / "evaluation")}
-    result = dg.materialize(
-        [_detections],
-        partition_key=MODEL,
-        resources=trained.defs.resources,
-        run_config={"ops": {"_detections": {"config": config}}},
-    )
-    assert result.success
-    assert result.asset_materializations_for_node("_detections")[0].metadata["checkpoints"].value == 2
+    assert call_trainer(trained, "evaluate", config)["checkpoints"] == 2
 
     index = json.loads((tmp_path / "evaluation" / "detections.json").read_text())
     assert [item["checkpoint_uri"] for item in index] == config["checkpoint_uris"]
@@ -226,24 +224,9 @@ def test_a_batch_retry_resumes_after_the_last_checkpoint(trained, tmp_path, monk
         {**entry, "uri": str(resumed_run / "checkpoints" / entry["name"])} for entry in original[:-1]
     ]
     (resumed_run / "progress.json").write_text(json.dumps(progress))
-    request = json.loads((trained.run_folder / "request.json").read_text())
-    extras = {
-        "model": MODEL,
-        "classes": CLASSES,
-        "label_version_uri": request["label_version_uri"],
-        "splits_uri": str(resumed_run / "splits.json"),
-        "run_uri": str(resumed_run),
-        "hyperparameters": HYPERPARAMETERS,
-    }
-
-    @dg.asset
-    def resumed(context: dg.AssetExecutionContext, trainer: TrainerLauncherResource) -> dg.MaterializeResult:
-        return trainer.run(context, model=MODEL, request_id="resume-test", entrypoint="train", extras=extras).get_materialize_result()
 
     monkeypatch.setenv("AWS_BATCH_JOB_ATTEMPT", "2")
-    result = dg.materialize([resumed], resources=trained.defs.resources)
-    assert result.success
-    assert result.asset_materializations_for_node("resumed")[0].metadata["resumed_after_epoch"].value == 3
+    assert call_trainer(trained, "train", train_extras(trained, resumed_run, HYPERPARAMETERS))["resumed_after_epoch"] == 3
 
     checkpoints = json.loads((resumed_run / "checkpoints.json").read_text())
     assert checkpoints[:-1] == progress
@@ -253,27 +236,10 @@ def test_a_batch_retry_resumes_after_the_last_checkpoint(trained, tmp_path, monk
 
 def test_two_processes_train_with_distributed_data_parallel_on_cpu(trained, tmp_path, monkeypatch):
     """The multi-GPU path without a GPU: torchrun starts two gloo ranks that split each epoch's batches."""
-    request = json.loads((trained.run_folder / "request.json").read_text())
-    extras = {
-        "model": MODEL,
-        "classes": CLASSES,
-        "label_version_uri": request["label_version_uri"],
-        "splits_uri": str(trained.run_folder / "splits.json"),
-        "run_uri": str(tmp_path / "run"),
-        "hyperparameters": {**HYPERPARAMETERS, "epochs": 1, "threads": 1},
-    }
-
-    @dg.asset
-    def distributed(context: dg.AssetExecutionContext, trainer: TrainerLauncherResource) -> dg.MaterializeResult:
-        return trainer.run(context, model=MODEL, request_id="ddp-test", entrypoint="train", extras=extras).get_materialize_result()
-
     monkeypatch.setenv("DATA_ENGINE_TRAINER_CPU_PROCESSES", "2")
-    result = dg.materialize([distributed], resources=trained.defs.resources)
-    assert result.success
-    metadata = result.asset_materializations_for_node("distributed")[0].metadata
-    train_images = metadata["train_images"].value
-    assert metadata["processes"].value == 2
-    assert metadata["steps"].value == math.ceil(math.ceil(train_images / 2) / HYPERPARAMETERS["batch_size"])
+    metadata = call_trainer(trained, "train", train_extras(trained, tmp_path / "run", {**HYPERPARAMETERS, "epochs": 1, "threads": 1}))
+    assert metadata["processes"] == 2
+    assert metadata["steps"] == math.ceil(math.ceil(metadata["train_images"] / 2) / HYPERPARAMETERS["batch_size"])
     assert [entry["epoch"] for entry in json.loads((tmp_path / "run" / "checkpoints.json").read_text())] == [1]
 
 
@@ -343,3 +309,26 @@ def test_a_newer_label_version_makes_the_model_stale_and_a_retry_reuses_its_requ
     assert [entry["uri"] for entry in trained.checkpoints()] == [
         str(trained.run_folder / "checkpoints" / f"epoch-{epoch:04d}.pt") for epoch in range(1, 5)
     ]
+
+
+def test_cli_prints_the_trainer_environment_it_made(trainer_python, capsys):
+    assert cli.main(["trainer-env"]) == 0
+    assert capsys.readouterr().out.strip() == str(trainer_python)
+
+
+def test_demo_frames_become_a_label_version_to_train_on(local_env, capsys):
+    """`labels import-demo`: the local profile can train before any review (see README, Training)."""
+    assert cli.main(["labels", "import-demo", "--model", "municipals"]) == 1
+    assert "run `data-engine demo-data` first" in capsys.readouterr().err
+    assert cli.main(["demo-data", "--days", "1", "--end-date", "2026-11-24"]) == 0
+    assert cli.main(["labels", "import-demo", "--model", "municipals", "--frames", "30"]) == 0
+
+    coco = LabelStore.local(local_env / "labels").label_set("municipals")
+    classes = TEST_FLEET["models"]["municipals"]["classes"]
+    assert len(coco["images"]) == 30 and [c["name"] for c in coco["categories"]] == classes
+    assert all(frame_path(local_env / "objects", image["file_name"]).is_file() for image in coco["images"])
+    size = {image["id"]: (image["width"], image["height"]) for image in coco["images"]}
+    assert len(coco["annotations"]) >= 30  # the demo draws one to a few boxes per frame
+    for annotation in coco["annotations"]:
+        x, y, width, height = annotation["bbox"]
+        assert width > 0 and height > 0 and x + width <= size[annotation["image_id"]][0] and y + height <= size[annotation["image_id"]][1]

@@ -24,8 +24,21 @@ def reporting(extras_file: str | None, processes: Processes) -> Iterator[tuple[d
     else:
         from dagster_pipes import open_dagster_pipes
 
-        with open_dagster_pipes() as pipes:
+        with open_dagster_pipes(**pipes_channels()) as pipes:
             yield dict(pipes.extras), PipesReporter(pipes)
+
+
+def pipes_channels() -> dict[str, Any]:
+    """How the launcher passes the Pipes context and reads the messages: through S3 when its parameters
+    name a bucket (the AWS Batch launcher), else dagster-pipes' defaults (the local launcher's files)."""
+    from dagster_pipes import PipesEnvVarParamsLoader, PipesS3ContextLoader, PipesS3MessageWriter
+
+    if "bucket" not in PipesEnvVarParamsLoader().load_context_params():
+        return {}
+    import boto3
+
+    s3 = boto3.client("s3")
+    return {"context_loader": PipesS3ContextLoader(client=s3), "message_writer": PipesS3MessageWriter(client=s3)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -174,6 +174,6 @@ def train(extras: dict[str, Any], reporter: Reporter, processes: Processes) -> N
                 "train_images": len(train_images),
                 "val_images": len(val_images),
                 "checkpoints": len(entries),
-                "wall_seconds": round(time.monotonic() - started, 1),
+                "training_seconds": round(time.monotonic() - started, 1),
             }
         )
