@@ -244,13 +244,13 @@ def test_two_processes_train_with_distributed_data_parallel_on_cpu(trained, tmp_
 
 
 def test_an_unknown_label_version_fails_before_anything_is_written(trained):
-    run_config = {"ops": {"trained_model": {"config": {"label_version": "20990101T000000000000Z-nothere"}}}}
+    run_config = {"ops": {"trained_model": {"config": {"label_version": "20990101T000000000000Z-0000abcd"}}}}
     result = trained.defs.resolve_job_def("training_job").execute_in_process(
         partition_key=MODEL, instance=trained.instance, run_config=run_config, raise_on_error=False
     )
     assert not result.success
     failure = next(event for event in result.all_events if event.is_step_failure)
-    assert "label version '20990101T000000000000Z-nothere' of model 'toy' does not exist" in str(failure.event_specific_data.error)
+    assert "label version '20990101T000000000000Z-0000abcd' of model 'toy' does not exist" in str(failure.event_specific_data.error)
     assert not (trained.home / "models" / MODEL / "runs" / result.run_id).exists()
 
 
