@@ -1,8 +1,7 @@
 """The local profile's trainer launcher: the trainer as a subprocess in its own environment, through
 Dagster's PipesSubprocessClient (the context and messages travel through temporary files)."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the fields' annotations at class creation.
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,11 @@ class LocalTrainerLauncher(TrainerLauncherResource):
     from `frames_root` (the local object store: `s3://bucket/key` is `<frames_root>/bucket/key`), which
     the launcher adds to the extras. A cancelled run stops the subprocess (SIGINT)."""
 
-    trainer_dir: str
-    frames_root: str
-    python: str | None = None  # from DATA_ENGINE_TRAINER_PYTHON; wins over model_pythons
-    model_pythons: dict[str, str] = {}  # training.local_python per model
+    # Paths come from the profile and config (defs/profiles.py), never from run config.
+    trainer_dir: dg.ResourceDependency[str]
+    frames_root: dg.ResourceDependency[str]
+    python: dg.ResourceDependency[str | None] = None  # from DATA_ENGINE_TRAINER_PYTHON; wins over model_pythons
+    model_pythons: dg.ResourceDependency[dict[str, str]] = {}  # training.local_python per model
 
     def interpreter(self, model: str) -> str:
         """The trainer's interpreter for `model`; without one configured, `data-engine trainer-env`'s."""

@@ -118,9 +118,9 @@ class ModelStoreResource(dg.ConfigurableResource):
     """The model stores (training runs, checkpoints, candidates), one location per model: a folder (local
     profile) or `s3://bucket/prefix` (prod), as `data_engine.training.model_store_uri` derives them."""
 
-    locations: dict[str, str]
+    locations: dg.ResourceDependency[dict[str, str]]
 
-    def open(self, model: str) -> ModelStore:
+    def open(self, model: str) -> "ModelStore":
         from data_engine.training import ModelStore
 
         if model not in self.locations:
