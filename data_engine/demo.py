@@ -224,7 +224,11 @@ def demo_label_set(warehouse_path: Path, model: str, classes: list[str], frames:
 
     with duckdb.connect(str(warehouse_path), read_only=True) as connection:
         chosen = connection.execute(
+            # Only well-formed frame rows, one per frame: the demo also writes the malformed and repeated
+            # rows the selection must drop.
             "SELECT frame_uri, camera_id, captured_at, image_width, image_height FROM frames WHERE model = ?"
+            " AND captured_at IS NOT NULL AND image_width BETWEEN 1 AND 100000 AND image_height BETWEEN 1 AND 100000"
+            " QUALIFY row_number() OVER (PARTITION BY frame_uri ORDER BY captured_at) = 1"
             " ORDER BY hash(frame_uri) LIMIT ?",
             [model, frames],
         ).fetchall()
