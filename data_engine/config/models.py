@@ -318,6 +318,14 @@ class BatchTrainingConfig(_Strict):
         return self
 
 
+class AutoTrainingConfig(_Strict):
+    """Training that starts by itself: when the latest label version has `min_new_reviewed_images` more
+    images than the version the model's current candidate (or production model) was trained on."""
+
+    min_new_reviewed_images: int = Field(default=200, ge=1)
+    paused: bool = False
+
+
 class TrainingConfig(_Strict):
     """How the model trains: where runs and checkpoints live, the trainer's inputs, how a checkpoint is chosen.
 
@@ -339,6 +347,85 @@ class TrainingConfig(_Strict):
     # The local profile's trainer interpreter, in the trainer's own environment. DATA_ENGINE_TRAINER_PYTHON
     # overrides it; with neither, the environment made by `data-engine trainer-env` is used.
     local_python: Name | None = None
+    auto: AutoTrainingConfig = Field(default_factory=AutoTrainingConfig)
+
+
+class Perturbation(_Strict):
+    """A label-preserving change applied to every test image by the trainer's evaluate entrypoint.
+
+    `strength`: brightness, the factor on pixel values (0.6 darkens); blur, the Gaussian sigma in pixels;
+    jpeg, the JPEG quality (1-100); noise, the standard deviation of Gaussian noise on [0, 1] pixels.
+    """
+
+    kind: Literal["brightness", "blur", "jpeg", "noise"]
+    strength: float = Field(gt=0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.strength:g}"
+
+
+def _default_perturbations() -> list[Perturbation]:
+    return [
+        Perturbation(kind="brightness", strength=0.6),
+        Perturbation(kind="blur", strength=2.0),
+        Perturbation(kind="jpeg", strength=30),
+        Perturbation(kind="noise", strength=0.05),
+    ]
+
+
+class MLTestConfig(_Strict):
+    """An external test suite run on the candidate (the role Lakera's MLTest had).
+
+    `command` is run without a shell; `{candidate}`, `{test_set}` and `{report}` in its arguments become
+    the candidate checkpoint's URI, the test split's COCO file and the path where it must write its JSON
+    report. Exit status 0 passes, anything else fails; the report is attached either way.
+    """
+
+    command: list[Name] = Field(min_length=1)
+    timeout_seconds: int = Field(default=3600, ge=1)
+
+
+class EvaluationConfig(_Strict):
+    """How evaluation_report scores a candidate against production on the test split."""
+
+    # The deployed score threshold per class (precision, recall and false positives per image are read there).
+    score_thresholds: dict[Name, float] = Field(default_factory=dict)
+    default_score_threshold: float = Field(default=0.5, ge=0, le=1)
+    # A slice (client, camera) with fewer ground-truth boxes than this is reported but not gated.
+    slice_min_support: int = Field(default=50, ge=1)
+    bootstrap_resamples: int = Field(default=1000, ge=100, le=100_000)
+    bootstrap_seed: int = 0
+    perturbations: list[Perturbation] = Field(default_factory=_default_perturbations)
+    mltest: MLTestConfig | None = None
+
+    def threshold(self, class_name: str) -> float:
+        return self.score_thresholds.get(class_name, self.default_score_threshold)
+
+    @model_validator(mode="after")
+    def _thresholds_in_range(self) -> EvaluationConfig:
+        for class_name, value in self.score_thresholds.items():
+            if not 0 <= value <= 1:
+                raise ValueError(f"evaluation.score_thresholds: {class_name!r} is {value}; a score threshold lies in [0, 1]")
+        _no_duplicates([p.name for p in self.perturbations], "evaluation.perturbations entry")
+        return self
+
+
+class GatesConfig(_Strict):
+    """What a candidate must show before it becomes production (AP values are fractions, 0.01 = 1 AP point)."""
+
+    # Overall AP@[.50:.95]: candidate >= production - ap_tolerance, and the bootstrap CI's lower bound > -ap_tolerance.
+    ap_tolerance: float = Field(default=0.005, ge=0, le=1)
+    # No class with at least class_min_support test boxes may lose more than class_max_drop AP.
+    class_max_drop: float = Field(default=0.02, ge=0, le=1)
+    class_min_support: int = Field(default=20, ge=1)
+    # No reliable slice (evaluation.slice_min_support) may lose more AP than its kind's drop.
+    slice_max_drop: dict[Literal["client", "camera"], float] = Field(default_factory=lambda: {"client": 0.03, "camera": 0.05})
+    # Per perturbation: the candidate's AP drop from clean may exceed production's by at most this.
+    robustness_max_extra_drop: float = Field(default=0.02, ge=0, le=1)
+    # With no production model yet, the candidate must reach these instead.
+    min_ap: float = Field(default=0.0, ge=0, le=1)
+    min_ap50: float = Field(default=0.0, ge=0, le=1)
 
 
 class ModelConfig(_Strict):
@@ -348,6 +435,8 @@ class ModelConfig(_Strict):
     cvat: CvatConfig = Field(default_factory=CvatConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
 
     @property
     def cameras(self) -> list[str]:
@@ -369,6 +458,13 @@ class ModelConfig(_Strict):
         _no_duplicates(reasons, "filter name (give filters of the same kind distinct `name`s)")
         for index, selection_filter in enumerate(self.selection.filters):
             _check_filter(selection_filter, index, self)
+        return self
+
+    @model_validator(mode="after")
+    def _evaluation_names_classes(self) -> ModelConfig:
+        for class_name in self.evaluation.score_thresholds:
+            if class_name not in self.classes:
+                raise ValueError(f"evaluation.score_thresholds: {class_name!r} is not one of the model's classes {self.classes}")
         return self
 
     @model_validator(mode="after")
