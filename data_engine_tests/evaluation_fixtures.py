@@ -24,7 +24,7 @@ def synthetic_split(images: int, boxes_per_image: int = 6, seed: int = 0, crowd_
     for image_id in range(1, images + 1):
         camera = cameras[image_id % len(cameras)]
         coco["images"].append(
-            {"id": image_id, "file_name": f"s3://frames/m/{camera}/20261120/{image_id:06d}-0.jpg", "width": 640, "height": 480, "camera_id": camera}
+            {"id": image_id, "file_name": f"s3://frames/m/{camera}/20261120/{image_id // 60 % 24:02d}{image_id % 60:02d}00-{image_id}.jpg", "width": 640, "height": 480, "camera_id": camera}
         )
         for _ in range(int(rng.integers(0, 2 * boxes_per_image + 1))):
             w, h = rng.uniform(8, 200, size=2)

@@ -243,3 +243,14 @@ def test_mltest_passes_fails_and_attaches_its_report(tmp_path):
 def test_mean_precision_ignores_classes_without_ground_truth():
     precision = np.array([[0.5, -1.0], [0.7, -1.0]])
     assert list(mean_precision(precision, axes=(0,))) == [pytest.approx(0.6), -1.0]
+
+
+def test_slices_take_the_camera_from_the_frame_uri_when_the_image_has_no_camera_id():
+    from data_engine.evaluation.comparison import slice_members
+
+    ground_truth = synthetic_split(12, seed=14)
+    for image in ground_truth["images"]:
+        del image["camera_id"]
+    members = slice_members(ground_truth["images"], [image["id"] for image in ground_truth["images"]], CAMERAS)
+    assert {name: int(mask.sum()) for name, mask in members["camera"].items()} == {"cam-01": 4, "cam-02": 4, "cam-03": 4}
+    assert {name: int(mask.sum()) for name, mask in members["client"].items()} == {"acme": 8, "bravo": 4}

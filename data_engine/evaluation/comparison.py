@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from data_engine.evaluation.matching import MatchedTestSet, mean_precision
+from data_engine.labels.splits import camera_and_time
 
 
 def operating_point(matched: MatchedTestSet, class_names: Mapping[int, str], thresholds: Mapping[str, float]) -> dict[str, dict[str, Any]]:
@@ -59,9 +60,10 @@ def slice_metrics(matched: MatchedTestSet, members: Mapping[str, np.ndarray], mi
 
 
 def slice_members(images: list[dict[str, Any]], image_ids: list[int], camera_clients: Mapping[str, str]) -> dict[str, dict[str, np.ndarray]]:
-    """{"client": {name: mask}, "camera": {name: mask}} over the matched image order; unknown cameras form no slice."""
+    """{"client": {name: mask}, "camera": {name: mask}} over the matched image order. The camera is the image's
+    `camera_id`, else the one its frame URI names (as the splits read it); unknown cameras form no slice."""
     by_id = {image["id"]: image for image in images}
-    cameras = np.array([str(by_id[image_id].get("camera_id") or "") for image_id in image_ids])
+    cameras = np.array([camera_and_time(by_id[image_id])[0] or "" for image_id in image_ids])
     clients = np.array([camera_clients.get(camera, "") for camera in cameras])
     return {
         "client": {name: clients == name for name in sorted(set(clients) - {""})},
