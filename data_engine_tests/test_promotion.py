@@ -138,3 +138,32 @@ def test_a_crash_between_pointer_and_history_loses_nothing(objects):
     pointer.promote(MODEL, report("b", "a"), PASSED, moved_by="run 2")
     assert sorted(objects.list(f"{MODEL}/production-history/")) == [f"{MODEL}/production-history/000001.json", f"{MODEL}/production-history/000002.json"]
     assert [entry["candidate"] for entry in pointer.history(MODEL)] == ["a", "b"]
+
+
+def test_each_move_sets_the_configured_ssm_parameter_and_a_retry_sets_it_again(tmp_path, moto_server, monkeypatch):
+    import boto3
+
+    for key, value in moto_server.env().items():
+        monkeypatch.setenv(key, value)
+    ssm = boto3.client("ssm")
+    parameter = f"/data-engine/{uuid.uuid4().hex[:8]}/production"
+    objects = LocalObjectStore(tmp_path / "models")
+
+    def published() -> dict:
+        return json.loads(ssm.get_parameter(Name=parameter)["Parameter"]["Value"])
+
+    class SsmDown:
+        def put_parameter(self, **_):
+            raise ConnectionError("SSM unreachable")
+
+    with pytest.raises(ConnectionError):
+        ProductionPointer(objects, parameter, ssm_client=SsmDown()).promote(MODEL, report("a", None), PASSED, moved_by="run 1")
+    with pytest.raises(ssm.exceptions.ParameterNotFound):
+        ssm.get_parameter(Name=parameter)
+    pointer = ProductionPointer(objects, parameter)
+    pointer.promote(MODEL, report("a", None), PASSED, moved_by="retry of run 1")  # the pointer moved already; SSM is set now
+    assert published()["candidate"] == "a"
+    pointer.promote(MODEL, report("b", "a"), PASSED, moved_by="run 2")
+    assert published()["candidate"] == "b"
+    pointer.rollback(MODEL, "a", reason="b regressed", moved_by="bob")
+    assert published() == pointer.current(MODEL).record and published()["action"] == "rollback"

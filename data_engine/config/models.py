@@ -428,6 +428,13 @@ class GatesConfig(_Strict):
     min_ap50: float = Field(default=0.0, ge=0, le=1)
 
 
+class PromotionConfig(_Strict):
+    """Where a promotion or rollback publishes the production model besides production.json."""
+
+    # An SSM parameter (String) set to production.json's record on every move, e.g. /data-engine/municipals/production.
+    ssm_parameter: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]{1,1000}$")] | None = None
+
+
 class ModelConfig(_Strict):
     classes: list[Name] = Field(min_length=1)
     clients: dict[Name, ClientConfig] = Field(min_length=1)
@@ -437,6 +444,7 @@ class ModelConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
     @property
     def cameras(self) -> list[str]:

@@ -5,7 +5,8 @@ conditional write, with every position it held kept in `<model>/production-histo
      "action": "promote" | "override" | "rollback", "sequence", "gates": {gate: passed}}
 
 A move first makes sure the history holds the current record (write-once, so a crash after an earlier
-move loses nothing), then swaps the pointer with If-Match on the ETag it read, then records the new one.
+move loses nothing), then swaps the pointer with If-Match on the ETag it read, then records the new one,
+then (when configured) sets an SSM parameter to the same record; a retried promotion sets it again.
 Two moves racing read the same pointer; one swap wins and the other fails with ProductionMoved. A
 promotion is also refused when production is no longer the model the candidate was evaluated against.
 """
@@ -40,8 +41,10 @@ class Production:
 
 
 class ProductionPointer:
-    def __init__(self, objects: ObjectStore):
+    def __init__(self, objects: ObjectStore, ssm_parameter: str | None = None, ssm_client: Any = None):
         self.objects = objects
+        self.ssm_parameter = ssm_parameter
+        self._ssm_client = ssm_client
 
     def describe(self, model: str) -> str:
         return self.objects.describe(f"{model}/{POINTER}")
@@ -78,7 +81,8 @@ class ProductionPointer:
         current = self.current(model)
         candidate = report["candidate"]
         if current is not None and current.record["candidate"] == candidate["candidate_id"]:
-            return current.record  # already production (a retried promotion)
+            self._publish(current.record)  # already production: a retried promotion, which may have crashed before this
+            return current.record
         evaluated_against = report["production"]["candidate_id"] if report.get("production") else None
         now_production = current.record["candidate"] if current else None
         if evaluated_against != now_production:
@@ -143,7 +147,17 @@ class ProductionPointer:
                 f" (another promotion or rollback won); read production again and re-evaluate against it"
             ) from None
         self._remember(model, record)
+        self._publish(record)
         return record
+
+    def _publish(self, record: dict[str, Any]) -> None:
+        if self.ssm_parameter is None:
+            return
+        if self._ssm_client is None:
+            import boto3
+
+            self._ssm_client = boto3.client("ssm")
+        self._ssm_client.put_parameter(Name=self.ssm_parameter, Value=json.dumps(record), Type="String", Overwrite=True)
 
     def _remember(self, model: str, record: dict[str, Any]) -> None:
         """Write the record's history entry once (an identical one may already be there)."""
