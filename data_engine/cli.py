@@ -75,6 +75,14 @@ def run(argv: list[str] | None = None) -> int:
         "trainer-env", help="create the reference trainer's own environment (pip, from docker/trainer/requirements.txt) and print its interpreter"
     )
     trainer_env.add_argument("--requirements", type=Path, help="a requirements file (default: docker/trainer/requirements.txt)")
+    models = commands.add_parser("models", help="a model's production pointer (the profile's model store)")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    production = model_commands.add_parser("production", help="list where a model's production pointer has been, newest first")
+    production.add_argument("--model", required=True)
+    model_rollback = model_commands.add_parser("rollback", help="point a model's production back at a model that was production before")
+    model_rollback.add_argument("--model", required=True)
+    model_rollback.add_argument("--to", required=True, dest="to_candidate", help="a candidate id, as `models production` lists them")
+    model_rollback.add_argument("--reason", required=True, help="why (recorded in production.json and its history)")
     args = parser.parse_args(argv)
     if args.command == "trainer-env":
         return _trainer_env(args)
@@ -97,6 +105,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"wrote {counts['frames']} frames and {counts['predictions']} prediction rows to {home / 'warehouse.duckdb'}")
     if args.command == "labels":
         return _labels(args, config)
+    if args.command == "models":
+        return _models(args, config)
     return 0
 
 
@@ -180,6 +190,30 @@ def _versions(store, model: str) -> int:
             f"  tasks={len(manifest.get('merged_tasks', []))} parent={manifest.get('parent') or '-'}"
         )
     return code
+
+
+def _models(args: argparse.Namespace, config) -> int:
+    import getpass
+
+    from data_engine.evaluation.promotion import ProductionMoved, ProductionPointer, PromotionRefused
+    from data_engine.training import ModelStore, ModelStoreError, model_store_uri
+
+    try:
+        store = ModelStore.from_uri(model_store_uri(current_settings(), config, args.model))
+        pointer = ProductionPointer(store.objects, config.models[args.model].promotion.ssm_parameter)
+        if args.models_command == "production":
+            history = pointer.history(args.model)
+            if not history:
+                print(f"{args.model} has no production model yet ({pointer.describe(args.model)})")
+            for entry in reversed(history):
+                print(f"{entry['sequence']:4d} {entry['candidate']}  {entry['action']:8} {entry['moved_at']}  by {entry['moved_by']}: {entry['reason']}")
+            return 0
+        record = pointer.rollback(args.model, args.to_candidate, reason=args.reason, moved_by=f"{getpass.getuser()} (data-engine models rollback)")
+    except (ModelStoreError, PromotionRefused, ProductionMoved) as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{args.model}: production is now {record['candidate']} (was {record['previous']}) at {pointer.describe(args.model)}")
+    return 0
 
 
 def _import(store, args: argparse.Namespace, config) -> int:

@@ -6,6 +6,7 @@ Only the fleet config is read here; clients are created inside resources when a 
 import dagster as dg
 
 from data_engine.config import load_fleet_config
+from data_engine.defs.evaluation import build_evaluation_defs
 from data_engine.defs.labels import build_label_defs
 from data_engine.defs.profiles import resources_for
 from data_engine.defs.review import build_review_defs
@@ -21,6 +22,7 @@ def build_definitions() -> dg.Definitions:
         build_review_defs(config),
         build_label_defs(config),
         build_training_defs(config),
+        build_evaluation_defs(config, current_settings()),
         # Steps run in the run's own process: a step subprocess would import the code location again (seconds
         # per step) to call a warehouse, CVAT or S3; no job here has independent steps that would run in parallel.
         dg.Definitions(resources=resources_for(current_settings(), config), executor=dg.in_process_executor),
