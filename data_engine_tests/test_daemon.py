@@ -39,7 +39,7 @@ from data_engine_tests.servers.postgres import _free_port
 
 LOCATION = "data_engine.definitions"
 DAY = REVIEW_PARTITION.keys_by_dimension["date"]
-WAIT_S = 300  # every wait below is bounded; a run takes 10-30 s here, minutes on a loaded machine
+WAIT_S = 300  # every wait below is bounded; a run takes 10-30 s on an idle machine, minutes on a loaded one
 BIN = Path(sys.executable).parent  # the dagster CLIs of this environment
 
 
@@ -55,10 +55,10 @@ class Deployment:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, name: str, *args: str) -> None:
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.processes[name] = subprocess.Popen(
-            [str(BIN / args[0]), *args[1:]], env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
-        )
+        with open(self.root / f"{name}.log", "ab") as log:  # the process keeps its own copy of the handle
+            self.processes[name] = subprocess.Popen(
+                [str(BIN / args[0]), *args[1:]], env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def stop(self, name: str) -> None:
         """SIGTERM, as `docker stop` sends; the daemon and webserver shut down cleanly on it."""
