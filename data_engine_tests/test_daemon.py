@@ -248,7 +248,7 @@ def test_merges_of_one_model_wait_for_each_other_while_another_model_merges(depl
             LABEL_MERGE_JOB,
             # only the record step: the merge itself needs reviewed CVAT data (test_training_labels.py)
             asset_selection=["reviewed_tasks"],
-            run_config={"ops": {"reviewed_tasks": {"config": {"tasks": []}}}, "execution": {"config": {"in_process": {}}}},
+            run_config={"ops": {"reviewed_tasks": {"config": {"tasks": []}}}},
             tags={"dagster/partition": model, MERGE_TAG: model},
         )
 
