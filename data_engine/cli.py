@@ -1,5 +1,5 @@
-"""`data-engine`: commands that are not Dagster runs: start Dagster on a persistent instance, demo data
-for the local profile, and the training-label versions of a model (list them, import a base label set,
+"""`data-engine`: commands that are not Dagster runs: start Dagster on a persistent instance, start the
+local profile's annotation server (Label Studio), demo data for the local profile, and the training-label versions of a model (list them, import a base label set,
 roll `latest` back)."""
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ def run(argv: list[str] | None = None) -> int:
     )
     dev.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default: 127.0.0.1)")
     dev.add_argument("--port", type=int, default=3000, help="port of the UI (default: 3000)")
+    server = commands.add_parser(
+        "annotation-server", help="start Label Studio, the local profile's annotation server (user and API token made on first start)"
+    )
+    server.add_argument("--port", type=int, help="loopback port (default: the one of the first start, else 8080)")
     demo = commands.add_parser("demo-data", help="write the local profile's DuckDB warehouse with synthetic data")
     demo.add_argument("--home", type=Path, help="folder to write into (default: DATA_ENGINE_HOME or ./.data_engine)")
     demo.add_argument("--end-date", type=dt.date.fromisoformat, help="last day of data, YYYY-MM-DD (default: yesterday, UTC)")
@@ -88,6 +92,8 @@ def run(argv: list[str] | None = None) -> int:
         return _trainer_env(args)
     if args.command == "dev":
         return _dev(current_settings(), args.host, args.port)
+    if args.command == "annotation-server":
+        return _annotation_server(current_settings().home, args.port)
     if args.command == "demo-data":
         from data_engine.demo import write_demo_warehouse
 
@@ -132,6 +138,33 @@ def _dev(settings: Settings, host: str, port: int) -> int:
     os.chdir(dagster_home)
     dagster = str(Path(sys.executable).parent / "dagster")  # the one installed next to this Python
     os.execve(dagster, [dagster, "dev", "-w", str(workspace), "--host", host, "--port", str(port)], env)
+    return 0  # not reached: execve replaced this process
+
+
+def _annotation_server(home: Path, port: int | None) -> int:
+    """Replace this process with Label Studio (its own tool environment, installed on first use)."""
+    import dataclasses
+
+    from data_engine.annotation import label_studio_server as ls
+
+    try:
+        credentials = ls.prepare(home, port or ls.DEFAULT_PORT)
+        if port is not None and not credentials.url.endswith(f":{port}"):
+            credentials = dataclasses.replace(credentials, url=f"http://{ls.HOST}:{port}")
+            credentials.save(ls.credentials_path(home))
+        if ls.port_in_use(int(credentials.url.rsplit(":", 1)[1])):
+            print(f"{credentials.url} is in use: stop what listens there, or pick a free port with --port", file=sys.stderr)
+            return 2
+        argv, env = ls.server_command(home, credentials)
+    except ls.ServerError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(
+        f"Label Studio on {credentials.url}: log in as {credentials.email}, password in {ls.credentials_path(home)}"
+        " (the first start sets up its database, which takes a few minutes; stop with Ctrl-C)",
+        flush=True,
+    )
+    os.execve(argv[0], argv, env)
     return 0  # not reached: execve replaced this process
 
 

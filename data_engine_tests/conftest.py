@@ -17,6 +17,7 @@ from data_engine.defs.selection import build_selection_defs
 from data_engine.settings import current_settings
 from data_engine_tests.cvat_server import running_cvat_server
 from data_engine_tests.servers.bigquery_emulator import running_bqemulator
+from data_engine_tests.servers.label_studio import delete_all_projects, running_test_label_studio
 from data_engine_tests.servers.moto import running_moto
 from data_engine_tests.servers.postgres import running_postgres
 from data_engine_tests.servers.seaweedfs import running_seaweedfs
@@ -99,6 +100,20 @@ def local_env(tmp_path: Path, fleet_file: Path, monkeypatch: pytest.MonkeyPatch)
 def bq_emulator(tmp_path_factory):
     with running_bqemulator(tmp_path_factory.mktemp("bqemulator")) as emulator:
         yield emulator
+
+
+@pytest.fixture(scope="session")
+def label_studio_server(tmp_path_factory):
+    """The real Label Studio, serving frames under the session's temporary root (every test's home)."""
+    with running_test_label_studio(tmp_path_factory.getbasetemp()) as credentials:
+        yield credentials
+
+
+@pytest.fixture
+def label_studio(label_studio_server):
+    """The session's Label Studio, without the projects of earlier tests."""
+    delete_all_projects(label_studio_server)
+    return label_studio_server
 
 
 @pytest.fixture(scope="session")

@@ -107,6 +107,9 @@ class TaskPosition:
 class TaskPage:
     tasks: list[TaskSnapshot]
     more: bool  # further tasks are past this page
+    # Where the next page starts, for backends whose listing is finer than tasks (Label Studio lists changed
+    # frames, then their batches); None: after the page's last task.
+    next_position: TaskPosition | None = None
 
 
 class AnnotationBackend(ABC):

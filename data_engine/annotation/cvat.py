@@ -47,7 +47,14 @@ from data_engine.annotation.backend import (
     TaskSettings,
     TaskSnapshot,
 )
-from data_engine.annotation.retry import Deadline, RetriesExhausted, RetryPolicy, Transient, with_retries
+from data_engine.annotation.retry import (
+    Deadline,
+    RetriesExhausted,
+    RetryPolicy,
+    Transient,
+    settle_then_recheck,
+    with_retries,
+)
 from data_engine.annotation.tasks import cloud_key, local_files, shape_batches
 
 T = TypeVar("T")
@@ -158,15 +165,11 @@ class CvatBackend(AnnotationBackend):
             result = fn(*args, _request_timeout=self.request_timeout_s, **kwargs)
             return result[0] if isinstance(result, tuple) else result
 
-        def settle_then_recheck(error: BaseException) -> None:
-            if write and timed_out(error):
-                self.log.warning(f"{what}: timed out; waiting {self.late_write_settle_s:g}s for it to land before looking again")
-                time.sleep(self.late_write_settle_s)
-            if before_retry is not None:
-                before_retry(error)
-
+        settle = settle_then_recheck(
+            what, write=write, timed_out=timed_out, settle_s=self.late_write_settle_s, log=self.log, recheck=before_retry
+        )
         try:
-            return with_retries(attempt, what=what, classify=classify, policy=self.retry, before_retry=settle_then_recheck)
+            return with_retries(attempt, what=what, classify=classify, policy=self.retry, before_retry=settle)
         except RetriesExhausted as error:
             raise AnnotationError(f"CVAT {self.url}: {error}") from error.__cause__
         except (ApiException, urllib3.exceptions.HTTPError) as error:

@@ -8,6 +8,7 @@ exponentially growing delay (at least the server's Retry-After, honoured in full
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -83,3 +84,25 @@ def with_retries(
             time.sleep(pause)
             if before_retry is not None:
                 before_retry(error)
+
+
+def settle_then_recheck(
+    what: str,
+    *,
+    write: bool,
+    timed_out: Callable[[BaseException], bool],
+    settle_s: float,
+    log: logging.Logger,
+    recheck: Callable[[BaseException], None] | None = None,
+) -> Callable[[BaseException], None]:
+    """A `before_retry` for calls whose answer may be lost after the server acted: a `write` that timed
+    out may still be applied, so wait `settle_s` before `recheck` (or the call itself) looks again."""
+
+    def before_retry(error: BaseException) -> None:
+        if write and timed_out(error):
+            log.warning(f"{what}: timed out; waiting {settle_s:g}s for it to land before looking again")
+            time.sleep(settle_s)
+        if recheck is not None:
+            recheck(error)
+
+    return before_retry

@@ -153,7 +153,9 @@ def scan(backend: AnnotationBackend, config: FleetConfig, cursor: ReviewCursor, 
                 failures.append(f"{error} (attempt {attempts} of {MAX_ATTEMPTS}; given up: fix it, then touch the task in CVAT)")
 
     position = cursor.position
-    if page.tasks:
+    if page.next_position is not None:
+        position = page.next_position
+    elif page.tasks:
         last = page.tasks[-1]
         position = TaskPosition(last.updated_date, last.id)
     return ScanResult(

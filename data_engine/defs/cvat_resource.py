@@ -1,5 +1,6 @@
-"""The annotation-tool resource: CVAT when CVAT_URL is set (always in prod), else a stand-in that
-says how to configure it. cvat-sdk is imported only when a run or a sensor tick opens a backend."""
+"""The annotation-tool resource: CVAT when CVAT_URL is set (always in prod), else the local profile's
+Label Studio (`data-engine annotation-server`). cvat-sdk is imported only when a run or a sensor tick
+opens a backend."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import dagster as dg
 if TYPE_CHECKING:
     from data_engine.annotation.backend import AnnotationBackend
 
-NOT_CONFIGURED = (
-    "CVAT is not configured: set CVAT_URL and CVAT_ACCESS_TOKEN (a personal access token; CVAT_ORG for an"
-    " organization) in the environment of the code location, then reload it"
+LABEL_STUDIO_NOT_STARTED = (
+    "no annotation server: start Label Studio with `uv run data-engine annotation-server` (in another terminal,"
+    " same DATA_ENGINE_HOME), or set CVAT_URL and CVAT_ACCESS_TOKEN to use CVAT"
 )
 
 
@@ -81,12 +82,49 @@ class CvatResource(AnnotationResource):
         )
 
 
-class UnconfiguredAnnotationResource(AnnotationResource):
-    """The local profile without CVAT_URL: review assets fail with how to fix it; the sensor skips."""
+class LabelStudioResource(AnnotationResource):
+    """The local profile's Label Studio. Its address and API token come from LABEL_STUDIO_URL and
+    LABEL_STUDIO_API_KEY (dg.EnvVar) when set, else from the credentials file `data-engine
+    annotation-server` wrote; either way the token is never part of the config Dagster shows or logs."""
+
+    credentials_file: str  # $DATA_ENGINE_HOME/label-studio/credentials.json
+    url: str | None = None
+    api_key: str | None = None
+    objects_root: str  # frames, served by Label Studio as local files
+    document_root: str | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT; default: objects_root's parent
+    request_timeout_s: float = 60.0
+    late_write_settle_s: float = 30.0
+    retry_attempts: int = 6
+    retry_base_delay_s: float = 0.5
+    retry_deadline_s: float = 180.0
 
     @property
     def configured(self) -> bool:
-        return False
+        return bool(self.url and self.api_key) or Path(self.credentials_file).is_file()
 
     def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
-        raise dg.Failure(NOT_CONFIGURED)
+        from data_engine.annotation.label_studio import LabelStudioBackend
+        from data_engine.annotation.label_studio_server import Credentials
+        from data_engine.annotation.retry import RetryPolicy
+
+        if self.url and self.api_key:
+            url, token = self.url, self.api_key
+        else:
+            credentials = Credentials.load(Path(self.credentials_file))
+            if credentials is None:
+                raise dg.Failure(LABEL_STUDIO_NOT_STARTED)
+            url, token = credentials.url, credentials.token
+        if quick:
+            retry = RetryPolicy(attempts=2, base_delay_s=self.retry_base_delay_s, max_delay_s=2.0, deadline_s=10.0)
+        else:
+            retry = RetryPolicy(attempts=self.retry_attempts, base_delay_s=self.retry_base_delay_s, deadline_s=self.retry_deadline_s)
+        return LabelStudioBackend(
+            url,
+            token,
+            objects_root=Path(self.objects_root),
+            document_root=Path(self.document_root) if self.document_root else None,
+            request_timeout_s=min(self.request_timeout_s, 8.0) if quick else self.request_timeout_s,
+            late_write_settle_s=self.late_write_settle_s,
+            retry=retry,
+            logger=logger,
+        )

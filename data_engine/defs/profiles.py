@@ -8,7 +8,7 @@ import dagster as dg
 
 from data_engine.config import FleetConfig
 from data_engine.defs.batch_launcher import BatchTrainerLauncher
-from data_engine.defs.cvat_resource import AnnotationResource, CvatResource, UnconfiguredAnnotationResource
+from data_engine.defs.cvat_resource import AnnotationResource, CvatResource, LabelStudioResource
 from data_engine.defs.io_manager import ArrowParquetIOManager
 from data_engine.defs.local_launcher import TRAINER_PYTHON_ENV, LocalTrainerLauncher
 from data_engine.defs.resources import (
@@ -65,10 +65,20 @@ def label_stores(settings: Settings, config: FleetConfig) -> LabelStoreResource:
 
 
 def annotation_resource(settings: Settings) -> AnnotationResource:
-    """CVAT in prod, and in the local profile when CVAT_URL is set (DESIGN.md). The local profile
-    uploads frames from its files; prod attaches them through each model's CVAT cloud storage."""
+    """CVAT in prod, and in the local profile when CVAT_URL is set (DESIGN.md); otherwise the local
+    profile's Label Studio (`data-engine annotation-server`, or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY).
+    The local profile uploads (or serves) frames from its files; prod attaches them through each model's
+    CVAT cloud storage."""
     if settings.profile == "local" and not os.environ.get("CVAT_URL"):
-        return UnconfiguredAnnotationResource()
+        from data_engine.annotation.label_studio_server import credentials_path
+
+        other_server = bool(os.environ.get("LABEL_STUDIO_URL"))
+        return LabelStudioResource(
+            credentials_file=str(credentials_path(settings.home)),
+            url=dg.EnvVar("LABEL_STUDIO_URL") if other_server else None,
+            api_key=dg.EnvVar("LABEL_STUDIO_API_KEY") if other_server else None,
+            objects_root=str(settings.objects_root),
+        )
     return CvatResource(
         url=dg.EnvVar("CVAT_URL"),
         access_token=dg.EnvVar("CVAT_ACCESS_TOKEN"),

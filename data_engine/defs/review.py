@@ -8,7 +8,7 @@ reviewed tasks and merge them.
 import dagster as dg
 
 from data_engine.config import FleetConfig
-from data_engine.defs.cvat_resource import NOT_CONFIGURED, AnnotationResource
+from data_engine.defs.cvat_resource import LABEL_STUDIO_NOT_STARTED, AnnotationResource
 from data_engine.defs.io_manager import output_key
 from data_engine.defs.labels import LABEL_MERGE_JOB, merge_tags
 from data_engine.defs.metadata import markdown_table
@@ -186,7 +186,7 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
         from data_engine.annotation.review_scan import ReviewCursor, run_key, scan
 
         if not cvat.configured:
-            return dg.SkipReason(NOT_CONFIGURED)
+            return dg.SkipReason(LABEL_STUDIO_NOT_STARTED)
         cursor = ReviewCursor.parse(context.cursor)
         with cvat.open(quick=True, logger=context.log) as backend:
             result = scan(backend, fleet, cursor, cvat.tasks_per_tick)
