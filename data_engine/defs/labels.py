@@ -135,7 +135,8 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             empty_label_set,
             merge_reviewed_tasks,
         )
-        from data_engine.labels.reviewed import collect_reviewed_exports, pending_tasks
+        from data_engine.annotation.reviewed_exports import collect_reviewed_exports
+        from data_engine.labels.reviewed import pending_tasks
         from data_engine.objectstore import ObjectStoreError
 
         model = context.partition_key

@@ -1,7 +1,7 @@
 """Training labels: COCO exports of reviewed tasks merged (pyodi) into immutable, versioned label sets.
 
 The Dagster asset `training_labels` stays thin: it collects reviewed tasks' exports
-(`reviewed.collect_reviewed_exports`), calls `merge_reviewed_tasks`, and reports the outcome; the asset
+(`data_engine.annotation.reviewed_exports`; this package never calls an annotation tool), calls `merge_reviewed_tasks`, and reports the outcome; the asset
 checks call `validate_label_set` and `change_problems`; trainers get `export_yolo` over `assign_splits`.
 """
 

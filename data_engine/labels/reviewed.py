@@ -3,24 +3,20 @@
 The review stage records, per model-day, one row per task frame (`review_tasks`: task id and name,
 frame index, the frame's name in CVAT, its frame URI). A COCO export names images by the CVAT frame
 name, so the frames of a task are found through the `review_tasks` rows of the day in its name
-(`<prefix>-<model>-<YYYY-MM-DD>-<NNN>`). Nothing here reads a store: callers pass rows (or a function
-that loads a day's rows) and the export bytes or an annotation backend, and get TaskExports or an
-ExportError naming the task and what is missing.
+(`<prefix>-<model>-<YYYY-MM-DD>-<NNN>`). Nothing here reads a store or calls an annotation tool: callers
+pass rows and the export bytes, and get TaskExports or an ExportError naming the task and what is missing
+(`data_engine.annotation.reviewed_exports` fetches the exports).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from data_engine.labels.coco import ExportError, TaskExport, load_task_export, parse_updated_date
-
-if TYPE_CHECKING:
-    from data_engine.annotation.backend import AnnotationBackend
 
 # A day's review_tasks rows (None: that partition was never materialized), its review_candidates rows,
 # and where the review_tasks rows live (for messages).
@@ -120,45 +116,6 @@ def reviewed_task_export(
             f" {frames_where}, e.g. {unknown[:3]}; was the task's data changed in CVAT?"
         )
     return export
-
-
-def collect_reviewed_exports(
-    backend: AnnotationBackend,
-    model: str,
-    pending: Sequence[Mapping[str, Any]],
-    load_day: Callable[[str], DayRows],
-    logger: logging.Logger | None = None,
-) -> tuple[list[TaskExport], list[dict[str, Any]]]:
-    """The pending tasks' exports, and the tasks skipped (task_id, name, reason).
-
-    Only tasks still accepted now are exported: one reopened or rejected since (e.g. after a rollback) waits
-    for its next acceptance, which the sensor records with a newer updated_date. `load_day` runs once per day.
-    """
-    log = logger or logging.getLogger(__name__)
-    current = {task.id: task for task in backend.tasks_by_id([int(t["task_id"]) for t in pending])}
-    days: dict[str, DayRows] = {}
-    exports: list[TaskExport] = []
-    skipped: list[dict[str, Any]] = []
-    for task in pending:
-        snapshot = current.get(int(task["task_id"]))
-        if snapshot is None or not snapshot.accepted:
-            reason = "deleted in CVAT" if snapshot is None else "no longer accepted in CVAT (reopened or rejected)"
-            skipped.append({"task_id": task["task_id"], "name": task["name"], "reason": reason})
-            log.warning(f"task {task['task_id']} ({task['name']}) is {reason}: not merged")
-            continue
-        day = task_day(task["name"]).isoformat()
-        if day not in days:
-            days[day] = load_day(day)
-        frames, candidates, where = days[day]
-        if frames is None:
-            raise ExportError(
-                f"task {task['task_id']} ({task['name']}): review_tasks of {day}|{model} is not at"
-                f" {where}, so its CVAT frame names cannot be mapped to frame URIs;"
-                " materialize review_tasks for that partition (it finds the existing tasks by name)"
-            )
-        data = backend.export_task_coco(int(task["task_id"]))
-        exports.append(reviewed_task_export(task, data, frames, where, candidates))
-    return exports, skipped
 
 
 def _as_datetime(value: Any, where: str) -> dt.datetime:
