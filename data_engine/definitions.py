@@ -17,15 +17,16 @@ from data_engine.settings import current_settings
 
 def build_definitions() -> dg.Definitions:
     config = load_fleet_config()
+    resources = resources_for(current_settings(), config)
     return dg.Definitions.merge(
         build_selection_defs(config),
-        build_review_defs(config),
+        build_review_defs(config, automatic=resources["cvat"].configured),
         build_label_defs(config),
         build_training_defs(config),
         build_evaluation_defs(config, current_settings()),
         # Steps run in the run's own process: a step subprocess would import the code location again (seconds
         # per step) to call a warehouse, CVAT or S3; no job here has independent steps that would run in parallel.
-        dg.Definitions(resources=resources_for(current_settings(), config), executor=dg.in_process_executor),
+        dg.Definitions(resources=resources, executor=dg.in_process_executor),
     )
 
 

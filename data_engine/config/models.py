@@ -445,6 +445,9 @@ class ModelConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    # With an annotation server configured, review_tasks follows review_candidates by itself (declarative
+    # automation); false: review tasks are made only when someone materializes review_tasks.
+    review_automation: bool = True
 
     @property
     def cameras(self) -> list[str]:

@@ -5,6 +5,8 @@ adds partitions, metadata, and the sensor, whose runs (`label_merge_job`, data_e
 reviewed tasks and merge them.
 """
 
+from collections.abc import Iterable
+
 import dagster as dg
 
 from data_engine.config import FleetConfig
@@ -51,10 +53,44 @@ def _task_frames_schema():
     )
 
 
-def build_review_defs(config: FleetConfig) -> dg.Definitions:
+class ModelsWithReviewAutomation(dg.AutomationCondition):
+    """True for the partitions of the models whose config keeps `review_automation` on."""
+
+    def __init__(self, models: Iterable[str]):
+        self.models = frozenset(models)
+
+    @property
+    def name(self) -> str:
+        return f"model in {sorted(self.models)}"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        keys = {key for key in context.candidate_subset.expensively_compute_partition_keys() if key.split("|")[-1] in self.models}
+        return dg.AutomationResult(context, context.candidate_subset.compute_intersection_with_partition_keys(keys))
+
+
+def review_automation(fleet: FleetConfig) -> dg.AutomationCondition | None:
+    """review_tasks follows review_candidates (declarative automation) for the models that want it."""
+    models = [model for model, model_config in fleet.models.items() if model_config.review_automation]
+    if not models:
+        return None
+    # Any day, not only the latest: a backfill of earlier days' candidates gets its review tasks too.
+    condition = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+    if len(models) == len(fleet.models):
+        return condition
+    return condition & ModelsWithReviewAutomation(models)
+
+
+def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Definitions:
+    """`automatic`: the profile has an annotation server, so the loop runs by itself: review_tasks follows
+    review_candidates (for models whose `review_automation` is on) and the review sensor is on by default."""
     fleet = config
 
-    @dg.asset(partitions_def=daily_model_partitions(fleet), group_name=GROUP, kinds={"cvat", "parquet"})
+    @dg.asset(
+        partitions_def=daily_model_partitions(fleet),
+        group_name=GROUP,
+        kinds={"parquet"},
+        automation_condition=review_automation(fleet) if automatic else None,
+    )
     def review_tasks(context: dg.AssetExecutionContext, cvat: AnnotationResource, review_candidates) -> dg.Output:
         """The day's review candidates as pre-annotated CVAT tasks in the model's project, one row per
         task frame (task id and name, frame index and name, frame URI). Re-running resumes: tasks are
@@ -176,7 +212,7 @@ def build_review_defs(config: FleetConfig) -> dg.Definitions:
         name="cvat_review_sensor",
         job_name=LABEL_MERGE_JOB,
         minimum_interval_seconds=60,
-        default_status=dg.DefaultSensorStatus.STOPPED,
+        default_status=dg.DefaultSensorStatus.RUNNING if automatic else dg.DefaultSensorStatus.STOPPED,
     )
     def cvat_review_sensor(context: dg.SensorEvaluationContext, cvat: AnnotationResource):
         """Lists only the CVAT tasks updated since its cursor (one bounded page per tick), maps them to models
