@@ -447,3 +447,36 @@ def test_merges_of_one_model_queue_behind_each_other(local_env):
     for model in config.models:
         assert job.get_tags_for_partition_key(model, None)[MERGE_TAG] == model
     assert sorted(job.partitions_def.get_partition_keys()) == sorted(config.models)
+
+
+def test_frames_a_reviewer_deletes_leave_the_label_set_and_count_against_the_bound(review_env, server, fleet_file):
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    fleet["models"][MODEL].setdefault("labels", {})["max_removed_image_fraction"] = 0.2
+    fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
+    home = review_env
+    store = LabelStore.local(home / "labels")
+    defs = local_defs(server, home)
+    with dg.instance_for_test() as instance:
+        make_review_tasks(defs, instance)
+        first = our_tasks(server.state)[0].id
+        cursor = tick(defs, instance, None).cursor
+        accept(server, [first])
+        result = tick(defs, instance, cursor)
+        assert run_request(defs, instance, result.run_requests[0]).success
+        before = {i["file_name"] for i in store.label_set(MODEL)["images"]}
+        assert len(before) == 8
+
+        # re-review: the reviewer deletes a frame (a bad image) and accepts the task again
+        reopen(server, first)
+        cursor = tick(defs, instance, result.cursor).cursor
+        deleted = server.state.tasks[first].frames[2].name
+        server.state.delete_frames(first, [2])
+        accept(server, [first])
+        result = tick(defs, instance, cursor)
+        merged = run_request(defs, instance, result.run_requests[0])
+        assert merged.success
+        after = {i["file_name"] for i in store.label_set(MODEL)["images"]}
+        rows = pq.read_table(home / "objects/assets/review_tasks" / MODEL / f"{DAY}.parquet").to_pylist()
+        (deleted_uri,) = [r["frame_uri"] for r in rows if r["task_id"] == first and r["frame_name"] == deleted]
+        assert after == before - {deleted_uri}
+        assert metadata_of(merged, "training_labels")["images_removed"] == 1  # 1 of 8 = 12.5 %, within the 20 % bound

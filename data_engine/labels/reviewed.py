@@ -10,6 +10,7 @@ pass rows and the export bytes, and get TaskExports or an ExportError naming the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -99,7 +100,10 @@ def reviewed_task_export(
 ) -> TaskExport:
     """A pending task (row of `pending_tasks`) and its COCO export zip -> a TaskExport keyed by frame URI.
 
-    Raises ExportError (naming the task) for a malformed export or a frame without a known URI.
+    A frame the task was made with that the export lacks was deleted by a reviewer (the tools leave deleted
+    frames out of their exports): it is a removed frame, which leaves the label set (and counts against
+    `max_removed_image_fraction`). Raises ExportError (naming the task) for a malformed export or a frame
+    without a known URI.
     """
     mapping = frame_uris(task["task_id"], task["name"], frames, frames_where)
     export = load_task_export(
@@ -115,7 +119,9 @@ def reviewed_task_export(
             f"task {task['task_id']} ({task['name']}): {len(unknown)} exported frame(s) are not frames of the task in"
             f" {frames_where}, e.g. {unknown[:3]}; was the task's data changed in CVAT?"
         )
-    return export
+    exported = {mapping[image["file_name"]] for image in export.coco["images"]}
+    made_with = {row["frame_uri"] for row in frames if int(row["task_id"]) == int(task["task_id"])}
+    return dataclasses.replace(export, removed_frames=tuple(sorted(made_with - exported)))
 
 
 def _as_datetime(value: Any, where: str) -> dt.datetime:

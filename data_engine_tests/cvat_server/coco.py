@@ -42,10 +42,11 @@ def build_coco(task: Task, labels: list[Label]) -> dict[str, Any]:
             "date_captured": 0,
         }
         for index, frame in enumerate(task.frames)
+        if index not in task.deleted_frames  # CVAT leaves deleted frames out of its exports
     ]
     annotations = []
     for shape in sorted(task.shapes.values(), key=lambda s: (s["frame"], s["id"])):
-        if shape["type"] not in ("rectangle", "polygon") or shape["label_id"] not in category_ids:
+        if shape["type"] not in ("rectangle", "polygon") or shape["label_id"] not in category_ids or shape["frame"] in task.deleted_frames:
             continue
         bbox = _bbox(shape)
         if shape["type"] == "rectangle":

@@ -126,6 +126,7 @@ class Task:
     sorting_method: str = "lexicographical"
     use_cache: bool = False
     job_ids: list[int] = field(default_factory=list)
+    deleted_frames: set[int] = field(default_factory=set)  # frame indices a reviewer deleted
     # annotations (LabeledData)
     annotations_version: int = 0
     shapes: dict[int, dict[str, Any]] = field(default_factory=dict)

@@ -193,7 +193,7 @@ def data_meta(t: Task) -> dict[str, Any]:
         "start_frame": 0,
         "stop_frame": max(t.size - 1, 0),
         "frame_filter": "",
-        "deleted_frames": [],
+        "deleted_frames": sorted(t.deleted_frames),
         "included_frames": None,
         "chapters": None,
         "storage": "cloud_storage" if t.cloud_storage_id is not None else "local",

@@ -416,6 +416,14 @@ class FakeCvatState:
             self.touch_task(self.tasks[job.task_id])
             return job
 
+    def delete_frames(self, task_id: int, frames: list[int]) -> Task:
+        """A reviewer deletes frames of a task (CVAT's PATCH /api/tasks/{id}/data/meta deleted_frames)."""
+        with self.lock:
+            task = self.get_task(task_id)
+            task.deleted_frames |= set(frames)
+            self.touch_task(task)
+            return task
+
     def complete_task(self, task_id: int, *, stage: str = "acceptance", state: str = "completed") -> Task:
         """Move every job of a task to `stage`/`state` (default: reviewed and accepted)."""
         with self.lock:
