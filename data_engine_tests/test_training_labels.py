@@ -360,7 +360,7 @@ def test_a_version_failing_its_checks_is_never_published_and_a_rollback_restores
         after = defs.resolve_job_def("label_merge_job").execute_in_process(partition_key=MODEL, instance=instance)
         assert after.success and store.latest(MODEL).version == earlier
         metadata = metadata_of(after, "training_labels")
-        assert metadata["merged_now"] is False and "no longer accepted in CVAT" in metadata["tasks_skipped"]
+        assert metadata["merged_now"] is False and "no longer accepted" in metadata["tasks_skipped"]
         assert all(c.passed for c in checks_of(after).values())
         assert metadata_of(after, "yolo_dataset")["label_version"] == earlier
 
@@ -480,3 +480,24 @@ def test_frames_a_reviewer_deletes_leave_the_label_set_and_count_against_the_bou
         (deleted_uri,) = [r["frame_uri"] for r in rows if r["task_id"] == first and r["frame_name"] == deleted]
         assert after == before - {deleted_uri}
         assert metadata_of(merged, "training_labels")["images_removed"] == 1  # 1 of 8 = 12.5 %, within the 20 % bound
+
+
+def test_a_task_that_cannot_be_merged_is_reported_and_never_blocks_the_others(review_env, server):
+    home = review_env
+    store = LabelStore.local(home / "labels")
+    defs = local_defs(server, home)
+    with dg.instance_for_test() as instance:
+        make_review_tasks(defs, instance)
+        first = our_tasks(server.state)[0].id
+        project = next(iter(server.state.projects.values()))
+        # made by hand for a day review_tasks never ran: its frames cannot be mapped back to frame URIs
+        stray = server.state.create_task(f"data-engine-{MODEL}-2026-11-23-001", project_id=project.id, frames=["a.jpg"], segment_size=2)
+        cursor = tick(defs, instance, None).cursor
+        accept(server, [first, stray.id])
+        (request,) = tick(defs, instance, cursor).run_requests
+        merged = run_request(defs, instance, request)
+        assert merged.success
+        manifest = store.manifest(MODEL, store.latest(MODEL).version)
+        assert set(manifest["tasks"]) == {str(first)} and manifest["counts"]["images"] == 8
+        skipped = metadata_of(merged, "training_labels")["tasks_skipped"]
+        assert f"| {stray.id} |" in skipped and "cannot be merged" in skipped and "materialize review_tasks for that partition" in skipped

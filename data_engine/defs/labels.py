@@ -151,14 +151,16 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             manifest = store.manifest(model, head.version) if head else None
             pending = pending_tasks(reviewed, manifest["tasks"] if manifest else {})
             metadata: dict[str, Any] = {"reviewed_tasks_recorded": len(reviewed), "reviewed_tasks_path": objects.describe(reviewed_key)}
-            exports, skipped = [], []
+            exports, skipped, errors = [], [], []
             if pending:
                 with cvat.open(logger=context.log) as backend:
-                    exports, skipped = collect_reviewed_exports(
+                    exports, skipped, errors = collect_reviewed_exports(
                         backend, model, pending, lambda day: _review_day_rows(objects, model, day), logger=context.log
                     )
             if skipped:
                 metadata["tasks_skipped"] = markdown_table(skipped)
+            if errors and not exports:
+                raise ExportError("; ".join(errors))  # nothing mergeable: the run fails, naming each task and the fix
             if not exports:
                 version = head.version if head else None
                 note = (
@@ -167,7 +169,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
                     else "nothing to merge: no reviewed task recorded yet, and no label version exists"
                 )
                 if skipped:
-                    note += f"; {len(skipped)} recorded task(s) are no longer accepted in CVAT"
+                    note += f"; {len(skipped)} recorded task(s) are no longer accepted in the annotation tool"
                 context.log.info(note)
                 metadata |= {"merged_now": False, "note": note, "tasks_merged": 0}
             else:
