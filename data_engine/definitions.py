@@ -20,7 +20,7 @@ def build_definitions() -> dg.Definitions:
     resources = resources_for(current_settings(), config)
     return dg.Definitions.merge(
         build_selection_defs(config),
-        build_review_defs(config, automatic=resources["cvat"].configured),
+        build_review_defs(config, automatic=resources["annotation"].configured),
         build_label_defs(config),
         build_training_defs(config),
         build_evaluation_defs(config, current_settings()),

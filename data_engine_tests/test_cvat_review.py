@@ -3,6 +3,7 @@ fake CVAT server (data_engine_tests.cvat_server) on loopback."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def assert_complete_and_unique(server, home: Path):
 def test_review_tasks_creates_pre_annotated_tasks_and_a_rerun_changes_nothing(review_env, server):
     config = load_fleet_config()
     resources = resources_for(current_settings(), config)  # the local profile with CVAT_URL set
-    assert isinstance(resources["cvat"], CvatResource)
+    assert isinstance(resources["annotation"], CvatResource)
     result = materialize_review_tasks(resources)
 
     state = server.state
@@ -132,7 +133,7 @@ def test_review_tasks_creates_pre_annotated_tasks_and_a_rerun_changes_nothing(re
 
 def test_project_found_by_name_gets_missing_classes_and_reports_extra_labels(review_env, server):
     server.state.create_project("data-engine municipals", [{"name": "PET", "type": "rectangle"}, {"name": "Glass bottle"}])
-    result = materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)})
+    result = materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)})
     assert len(server.state.projects) == 1
     names = {lb.name for lb in server.state.labels_of(project_id=1)}
     assert names == set(TEST_FLEET["models"]["municipals"]["classes"]) | {"Glass bottle"}
@@ -147,12 +148,12 @@ def test_transient_429_and_5xx_are_retried(review_env, server):
     faults.fail_next("PATCH", r"/annotations$", status=429, times=2)
     faults.fail_next("PATCH", r"^/api/jobs/", status=502, times=1)
     faults.fail_next("GET", r"^/api/requests/", status=500, times=1)
-    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)})
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)})
     assert_complete_and_unique(server, review_env)
 
 
 def test_crash_before_task_creation_then_retry(review_env, server):
-    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}
+    resources = {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)}
     # the first task is made; creating the second fails until the retries give up
     original = server.state.create_task
 
@@ -176,7 +177,7 @@ def test_crash_before_task_creation_then_retry(review_env, server):
 
 
 def test_crash_after_creation_before_data_then_retry(review_env, server):
-    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}
+    resources = {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)}
     server.faults.fail_requests("create", message="chunk worker died", times=1)  # the first data upload fails
     failed = materialize_review_tasks(resources, raise_on_error=False)
     assert not failed.success
@@ -191,7 +192,7 @@ def test_crash_after_creation_before_data_then_retry(review_env, server):
 def test_a_data_request_that_never_finishes_hits_the_deadline(review_env, server):
     resources = {
         **resources_for(current_settings(), load_fleet_config()),
-        "cvat": fast_cvat(server, review_env, request_deadline_s=0.3),
+        "annotation": fast_cvat(server, review_env, request_deadline_s=0.3),
     }
     server.faults.hang_requests("create", times=1)
     failed = materialize_review_tasks(resources, raise_on_error=False)
@@ -221,7 +222,7 @@ def test_crash_mid_pre_annotation_upload_then_retry(review_env):
     state.ok = 3  # task 1 gets some batches of shapes, then the upload crashes
     with running_cvat_server(state=state) as server:
         state.add_user("alice"), state.add_user("bob")
-        resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}
+        resources = {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)}
         failed = materialize_review_tasks(resources, raise_on_error=False)
         assert not failed.success
         message = str(failed.get_step_failure_events()[0].event_specific_data.error)
@@ -239,13 +240,13 @@ def test_a_patch_applied_whose_answer_was_lost_is_not_sent_twice(review_env):
     state.ok, state.lost = 2, True
     with running_cvat_server(state=state) as server:
         state.add_user("alice"), state.add_user("bob")
-        materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)})
+        materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)})
         assert_complete_and_unique(server, review_env)
 
 
 def test_frames_in_a_bucket_are_attached_through_the_cloud_storage(review_env, server):
     server.state.add_cloud_storage("demo-frames", id=7, default_size=(320, 240))
-    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, None)})
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, None)})
     tasks = our_tasks(server.state)
     rows = candidates(review_env)
     assert [f.name for f in tasks[0].frames] == [r["frame_uri"].split("/", 3)[3] for r in rows[:8]]
@@ -256,7 +257,7 @@ def test_frames_in_a_bucket_are_attached_through_the_cloud_storage(review_env, s
 def test_a_cloud_storage_of_another_bucket_is_refused(review_env, server):
     server.state.add_cloud_storage("other-bucket", id=7)
     failed = materialize_review_tasks(
-        {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, None)}, raise_on_error=False
+        {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, None)}, raise_on_error=False
     )
     message = str(failed.get_step_failure_events()[0].event_specific_data.error)
     assert "demo-frames" in message and "other-bucket" in message and "cloud_storage_id" in message
@@ -283,7 +284,7 @@ def sensor_env(server, fleet: dict | None = None, **cvat_overrides):
         from data_engine.config.models import FleetConfig
 
         config = FleetConfig.model_validate(fleet)
-    resources = {**resources_for(current_settings(), config), "cvat": fast_cvat(server, None, **cvat_overrides)}
+    resources = {**resources_for(current_settings(), config), "annotation": fast_cvat(server, None, **cvat_overrides)}
     defs = dg.Definitions.merge(
         build_selection_defs(config), build_review_defs(config), build_label_defs(config), dg.Definitions(resources=resources)
     )
@@ -492,7 +493,7 @@ def test_local_frames_outside_the_object_root_are_refused(review_env, server, ke
     uris[0] = "s3://demo-frames/" + key.format(home=str(review_env).lstrip("/"))
     pq.write_table(table.set_column(table.schema.get_field_index("frame_uri"), "frame_uri", pa.array(uris)), path)
     failed = materialize_review_tasks(
-        {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}, raise_on_error=False
+        {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)}, raise_on_error=False
     )
     assert not failed.success
     message = str(failed.get_step_failure_events()[0].event_specific_data.error)
@@ -520,7 +521,7 @@ def test_a_write_applied_after_the_timeout_is_not_made_twice(review_env, server,
     one shape per prediction."""
     server.faults.slow(method, path, seconds=1.0, times=1)
     cvat = fast_cvat(server, review_env, request_timeout_s=0.3, late_write_settle_s=2.0)
-    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "cvat": cvat})
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "annotation": cvat})
     wait_for_late_requests(server.state)
     assert_complete_and_unique(server, review_env)
 
@@ -530,7 +531,7 @@ def test_duplicate_shapes_from_a_request_applied_after_the_run_are_removed_by_a_
     extra copies of its own auto shapes (and only those)."""
     server.faults.slow("PATCH", r"/annotations$", seconds=2.0, times=1)
     cvat = fast_cvat(server, review_env, request_timeout_s=0.3, late_write_settle_s=0.2)
-    resources = {**resources_for(current_settings(), load_fleet_config()), "cvat": cvat}
+    resources = {**resources_for(current_settings(), load_fleet_config()), "annotation": cvat}
     materialize_review_tasks(resources)
     wait_for_late_requests(server.state)
     first = our_tasks(server.state)[0]
@@ -552,7 +553,7 @@ def test_two_tasks_of_one_name_stop_the_run_naming_the_ones_to_delete(review_env
     empty = server.state.create_task(NAMES[0], project_id=project.id)
     with_data = server.state.create_task(NAMES[0], project_id=project.id, frames=["a.jpg"])
     failed = materialize_review_tasks(
-        {**resources_for(current_settings(), load_fleet_config()), "cvat": fast_cvat(server, review_env)}, raise_on_error=False
+        {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)}, raise_on_error=False
     )
     message = str(failed.get_step_failure_events()[0].event_specific_data.error)
     assert f"delete task(s) {[empty.id]}" in message and f"keep task {with_data.id}" in message
@@ -622,7 +623,7 @@ def test_forget_task_ids_removes_a_bad_record(local_env, server):
     server.state.complete_task(task.id)
     store = LocalObjectStore(local_env / "objects")
     key = "assets/reviewed_tasks/municipals.parquet"
-    record_reviewed_tasks(store, key, [ReviewedTask(task.id, "typo", "2099-01-01T00:00:00+00:00", None, 4)], "old-run")
+    record_reviewed_tasks(store, key, [ReviewedTask(task.id, "typo", dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc), None, 4)], "old-run")
     with dg.instance_for_test() as instance:
         result = record_tasks(defs, instance, {"forget_task_ids": [task.id]})
         assert result.success and recorded(local_env) == []

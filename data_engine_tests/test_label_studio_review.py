@@ -90,7 +90,7 @@ def ls_env(local_env, prepared_home, label_studio, monkeypatch, tmp_path_factory
 def ls_resources(label_studio, home: Path, tmp_path_factory, **overrides) -> dict:
     """The profile's resources with Label Studio's document root at the session's root (where it runs)."""
     resources = resources_for(current_settings(), load_fleet_config())
-    assert isinstance(resources["cvat"], LabelStudioResource)  # the local profile's default without CVAT_URL
+    assert isinstance(resources["annotation"], LabelStudioResource)  # the local profile's default without CVAT_URL
     settings = dict(
         credentials_file=str(home / "label-studio/credentials.json"),
         url=label_studio.url,
@@ -100,7 +100,7 @@ def ls_resources(label_studio, home: Path, tmp_path_factory, **overrides) -> dic
         retry_base_delay_s=0.01,
         late_write_settle_s=0.05,
     )
-    return {**resources, "cvat": LabelStudioResource(**(settings | overrides))}
+    return {**resources, "annotation": LabelStudioResource(**(settings | overrides))}
 
 
 def test_review_tasks_become_pre_annotated_label_studio_tasks_and_a_rerun_changes_nothing(ls_env, label_studio, tmp_path_factory):

@@ -216,7 +216,7 @@ def frame_uris_of_s3(client, bucket, fleet, task_ids) -> set[str]:
 
 def local_defs(server, home: Path, config: FleetConfig | None = None, label_stores: LabelStoreResource | None = None, **cvat):
     config = config or load_fleet_config()
-    resources = {**resources_for(current_settings(), config), "cvat": fast_cvat(server, home, **cvat)}
+    resources = {**resources_for(current_settings(), config), "annotation": fast_cvat(server, home, **cvat)}
     if label_stores is not None:
         resources["label_stores"] = label_stores
     return all_defs(config, resources)

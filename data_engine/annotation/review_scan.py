@@ -52,9 +52,12 @@ class ReviewCursor:
 
 @dataclass(frozen=True)
 class ReviewedTask:
+    """A task reviewed and accepted, as the tool has it: the one shape the sensor, the run's check and the
+    record share."""
+
     task_id: int
     name: str
-    updated_date: str  # ISO 8601, UTC
+    updated_date: dt.datetime  # UTC
     project_id: int | None
     frame_count: int
 
@@ -64,7 +67,7 @@ class ReviewedTask:
         return cls(
             task_id=task.id,
             name=task.name,
-            updated_date=task.updated_date.astimezone(dt.timezone.utc).isoformat(),
+            updated_date=task.updated_date.astimezone(dt.timezone.utc),
             project_id=task.project_id,
             frame_count=task.frame_count,
         )
@@ -81,7 +84,9 @@ class ScanResult:
 
 def run_key(model: str, tasks: list[ReviewedTask]) -> str:
     """Same tasks at the same updated_date -> same key; a task accepted again gets a new one."""
-    digest = hashlib.sha256(",".join(f"{t.task_id}@{t.updated_date}" for t in sorted(tasks, key=lambda t: t.task_id)).encode())
+    digest = hashlib.sha256(
+        ",".join(f"{t.task_id}@{t.updated_date.isoformat()}" for t in sorted(tasks, key=lambda t: t.task_id)).encode()
+    )
     return f"reviewed:{model}:{digest.hexdigest()[:24]}"
 
 

@@ -77,7 +77,7 @@ def record_reviewed_tasks(
         forgotten = sorted(row["task_id"] for row in previous if row["task_id"] in forget)
         added, updated = [], []
         for task in tasks:
-            when = dt.datetime.fromisoformat(task.updated_date).astimezone(dt.timezone.utc)
+            when = task.updated_date.astimezone(dt.timezone.utc)
             old = merged.get(task.task_id)
             if old is not None and old["updated_date"] >= when:
                 continue

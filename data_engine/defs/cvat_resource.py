@@ -29,6 +29,11 @@ class AnnotationResource(dg.ConfigurableResource, ABC):
     def configured(self) -> bool:
         return True
 
+    @property
+    def local_frames(self) -> bool:
+        """Frames come from the local object root (uploaded or served), not from a cloud storage."""
+        return True
+
     @abstractmethod
     def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
         """A backend; `quick` bounds retries tighter (sensor ticks must end far below 60 s)."""
@@ -52,6 +57,10 @@ class CvatResource(AnnotationResource):
     retry_attempts: int = 6
     retry_base_delay_s: float = 0.5
     retry_deadline_s: float = 180.0
+
+    @property
+    def local_frames(self) -> bool:
+        return self.objects_root is not None
 
     def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
         from data_engine.annotation.cvat import CvatBackend

@@ -113,7 +113,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
     )
     def training_labels(
         context: dg.AssetExecutionContext,
-        cvat: AnnotationResource,
+        annotation: AnnotationResource,
         object_store: ObjectStoreResource,
         label_stores: LabelStoreResource,
     ) -> dg.MaterializeResult:
@@ -153,7 +153,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             metadata: dict[str, Any] = {"reviewed_tasks_recorded": len(reviewed), "reviewed_tasks_path": objects.describe(reviewed_key)}
             exports, skipped, errors = [], [], []
             if pending:
-                with cvat.open(logger=context.log) as backend:
+                with annotation.open(logger=context.log) as backend:
                     exports, skipped, errors = collect_reviewed_exports(
                         backend, model, pending, lambda day: _review_day_rows(objects, model, day), logger=context.log
                     )

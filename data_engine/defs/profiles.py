@@ -48,7 +48,7 @@ def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
         "warehouse": warehouse,
         "object_store": store,
         "io_manager": ArrowParquetIOManager(store=store),
-        "cvat": annotation_resource(settings),
+        "annotation": annotation_resource(settings),
         "label_stores": label_stores(settings, config),
         "model_stores": ModelStoreResource(locations={model: model_store_uri(settings, config, model) for model in config.models}),
     }

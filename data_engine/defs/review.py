@@ -6,6 +6,7 @@ reviewed tasks and merge them.
 """
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -16,6 +17,9 @@ from data_engine.defs.labels import LABEL_MERGE_JOB, merge_tags
 from data_engine.defs.metadata import markdown_table
 from data_engine.defs.partitions import daily_model_partitions, model_and_day, model_partitions
 from data_engine.defs.resources import ObjectStoreResource
+
+if TYPE_CHECKING:
+    from data_engine.annotation.review_scan import ReviewedTask
 
 GROUP = "review"
 
@@ -29,6 +33,16 @@ class ReviewedTaskConfig(dg.Config):
     updated_date: str | None = None  # ISO 8601
     project_id: int | None = None
     frame_count: int = 0
+
+    @classmethod
+    def of(cls, task: "ReviewedTask") -> "ReviewedTaskConfig":
+        return cls(
+            task_id=task.task_id,
+            name=task.name,
+            updated_date=task.updated_date.isoformat(),
+            project_id=task.project_id,
+            frame_count=task.frame_count,
+        )
 
 
 class ReviewedTasksConfig(dg.Config):
@@ -91,7 +105,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         kinds={"parquet"},
         automation_condition=review_automation(fleet) if automatic else None,
     )
-    def review_tasks(context: dg.AssetExecutionContext, cvat: AnnotationResource, review_candidates) -> dg.Output:
+    def review_tasks(context: dg.AssetExecutionContext, annotation: AnnotationResource, review_candidates) -> dg.Output:
         """The day's review candidates as pre-annotated CVAT tasks in the model's project, one row per
         task frame (task id and name, frame index and name, frame URI). Re-running resumes: tasks are
         found by name, and only missing data, assignees and pre-annotations are added."""
@@ -105,7 +119,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         empty = pa.Table.from_pylist([], schema=_task_frames_schema())
         if not candidates:
             return dg.Output(empty, metadata={"tasks": 0, "frames": 0, "note": "no review candidates for this day"})
-        upload = getattr(cvat, "objects_root", None) is not None
+        upload = annotation.local_frames
         if not upload and cvat_config.cloud_storage_id is None:
             raise dg.Failure(
                 f"models.{model}.cvat.cloud_storage_id is not set: frames in S3/GCS are attached through a CVAT cloud"
@@ -114,7 +128,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         plans = plan_tasks(model, day, cvat_config, candidates, upload=upload)
         settings = task_settings(cvat_config, upload=upload)
         outcomes = []
-        with cvat.open(logger=context.log) as backend:
+        with annotation.open(logger=context.log) as backend:
             project = backend.ensure_project(cvat_config.project_name_for(model), list(fleet.models[model].classes))
             for plan in plans:
                 outcome = backend.ensure_task(project, plan, settings)
@@ -155,9 +169,9 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
             },
         )
 
-    @dg.asset(partitions_def=model_partitions(fleet), group_name=GROUP, kinds={"cvat", "parquet"})
+    @dg.asset(partitions_def=model_partitions(fleet), group_name=GROUP, kinds={"parquet"})
     def reviewed_tasks(
-        context: dg.AssetExecutionContext, config: ReviewedTasksConfig, object_store: ObjectStoreResource, cvat: AnnotationResource
+        context: dg.AssetExecutionContext, config: ReviewedTasksConfig, object_store: ObjectStoreResource, annotation: AnnotationResource
     ) -> dg.MaterializeResult:
         """Every CVAT task of the model that was reviewed and accepted (task id, name, updated_date, project id,
         frame count, as CVAT has them), at `assets/reviewed_tasks/<model>.parquet`. Each run keeps what
@@ -176,7 +190,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         tasks, skipped = [], []
         if config.tasks:
             try:
-                with cvat.open(logger=context.log) as backend:
+                with annotation.open(logger=context.log) as backend:
                     tasks, skipped = confirm_reviewed(backend, fleet, model, [task.model_dump() for task in config.tasks])
             except RunConfigError as error:
                 raise dg.Failure(f"run config of reviewed_tasks ({model}): {error}") from None
@@ -214,18 +228,18 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING if automatic else dg.DefaultSensorStatus.STOPPED,
     )
-    def cvat_review_sensor(context: dg.SensorEvaluationContext, cvat: AnnotationResource):
+    def cvat_review_sensor(context: dg.SensorEvaluationContext, annotation: AnnotationResource):
         """Lists only the CVAT tasks updated since its cursor (one bounded page per tick), maps them to models
         by task name (sql/cvat_task_models.sql), and requests one `label_merge_job` run per model whose
         tasks were all accepted (every job in stage acceptance, state completed): the run records them in
         `reviewed_tasks`, merges them into `training_labels` and exports `yolo_dataset`."""
         from data_engine.annotation.review_scan import ReviewCursor, run_key, scan
 
-        if not cvat.configured:
+        if not annotation.configured:
             return dg.SkipReason(LABEL_STUDIO_NOT_STARTED)
         cursor = ReviewCursor.parse(context.cursor)
-        with cvat.open(quick=True, logger=context.log) as backend:
-            result = scan(backend, fleet, cursor, cvat.tasks_per_tick)
+        with annotation.open(quick=True, logger=context.log) as backend:
+            result = scan(backend, fleet, cursor, annotation.tasks_per_tick)
         for failure in result.failures:
             context.log.warning(failure)
         run_requests = [
@@ -233,7 +247,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
                 run_key=run_key(model, tasks),
                 partition_key=model,
                 run_config=dg.RunConfig(
-                    ops={"reviewed_tasks": ReviewedTasksConfig(tasks=[ReviewedTaskConfig(**vars(t)) for t in tasks])}
+                    ops={"reviewed_tasks": ReviewedTasksConfig(tasks=[ReviewedTaskConfig.of(t) for t in tasks])}
                 ),
                 tags={"data_engine/reviewed_task_count": str(len(tasks)), **merge_tags(model)},
             )

@@ -79,7 +79,7 @@ def main() -> None:
 
         resources = {
             **resources_for(Settings(profile="local", home=Path(home)), config),
-            "cvat": CvatResource(url=server.url, access_token=server.token),
+            "annotation": CvatResource(url=server.url, access_token=server.token),
         }
         defs = dg.Definitions.merge(
             build_selection_defs(config), build_review_defs(config), build_label_defs(config), dg.Definitions(resources=resources)
