@@ -55,8 +55,8 @@ TEST_FLEET = {
                 ],
             },
             # Small tasks, jobs and annotation batches, so one model-day makes several of each.
-            "cvat": {"cloud_storage_id": 7, "max_frames_per_task": 8, "segment_size": 3,
-                     "assignees": ["alice", "bob"], "annotation_batch_size": 10},
+            "annotation": {"max_frames_per_task": 8, "cvat": {"cloud_storage_id": 7, "segment_size": 3,
+                           "assignees": ["alice", "bob"], "annotation_batch_size": 10}},
         },
         "ENS": {
             "classes": ["Glass", "Metal Can", "PET", "HDPE", "Tetra Pak"],
@@ -70,7 +70,7 @@ TEST_FLEET = {
                     {"kind": "empty_frames", "max_frames": 5},
                 ],
             },
-            "cvat": {"task_name_prefix": "ens-review", "project_name": "ENS review", "max_frames_per_task": 50},
+            "annotation": {"task_name_prefix": "ens-review", "project_name": "ENS review", "max_frames_per_task": 50},
         },
     },
 }

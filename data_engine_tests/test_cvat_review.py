@@ -399,8 +399,8 @@ def test_sensor_is_bounded_per_tick_and_handles_ties_in_updated_date(local_env, 
 
 def test_a_failing_task_is_reported_and_the_others_go_on(local_env, server):
     fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
-    fleet["models"]["municipals"]["cvat"]["task_name_pattern"] = "^(data-engine-municipals-|hand-made-)"
-    fleet["models"]["ENS"]["cvat"]["task_name_pattern"] = "^(ens-review-ENS-|hand-made-)"
+    fleet["models"]["municipals"]["annotation"]["task_name_pattern"] = "^(data-engine-municipals-|hand-made-)"
+    fleet["models"]["ENS"]["annotation"]["task_name_pattern"] = "^(ens-review-ENS-|hand-made-)"
     defs, resources = sensor_env(server, fleet)
     state = server.state
     good, bad = make_tasks(state, [NAMES[0], "hand-made-1"])
@@ -454,13 +454,13 @@ def test_a_task_name_pattern_that_re2_cannot_run_fails_at_load(pattern, tmp_path
     """Lookarounds and backreferences compile in Python but not in RE2 (DuckDB, BigQuery), where the
     sensor matches the patterns: the config loader refuses them, naming the file, the key and the fix."""
     fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
-    fleet["models"]["municipals"]["cvat"]["task_name_pattern"] = pattern
+    fleet["models"]["municipals"]["annotation"]["task_name_pattern"] = pattern
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(fleet))
     with pytest.raises(ConfigError) as raised:
         load_fleet_config(path)
     message = str(raised.value)
-    assert str(path) in message and "models.municipals.cvat.task_name_pattern" in message
+    assert str(path) in message and "models.municipals.annotation.task_name_pattern" in message
     assert "not an RE2 regular expression" in message and "rewrite the pattern" in message
 
 

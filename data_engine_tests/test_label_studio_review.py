@@ -15,6 +15,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 import requests
+import yaml
 
 from data_engine.annotation.label_studio import batch_id
 from data_engine.annotation.label_studio_server import credentials_path, ready, server_dir, stop
@@ -253,3 +254,30 @@ def test_annotation_server_starts_label_studio_on_loopback_and_says_where_to_log
         assert busy.returncode == 2 and "is in use" in busy.stderr
     finally:
         stop(process)
+
+
+# --- the fleet config's annotation section --------------------------------------------------------
+
+
+def test_a_config_with_the_old_cvat_section_still_loads_with_a_deprecation_warning():
+    from data_engine.config.models import FleetConfig
+
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    current = FleetConfig.model_validate(fleet).models[MODEL].annotation
+    old = fleet["models"][MODEL].pop("annotation")
+    fleet["models"][MODEL]["cvat"] = {k: v for k, v in old.items() if k != "cvat"} | old["cvat"]  # today's flat section
+    with pytest.warns(FutureWarning, match=f"models.{MODEL}.cvat is deprecated: rename it to `annotation:`"):
+        assert FleetConfig.model_validate(fleet).models[MODEL].annotation == current
+    fleet["models"][MODEL]["annotation"] = old
+    with pytest.raises(ValueError, match=f"models.{MODEL} has both `cvat:` and `annotation:`"):
+        FleetConfig.model_validate(fleet)
+
+
+def test_a_model_pinned_to_the_other_backend_gets_no_tasks_and_is_told_why(ls_env, label_studio, tmp_path_factory, fleet_file):
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    fleet["models"][MODEL]["annotation"]["backend"] = "cvat"
+    fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
+    failed = materialize_review_tasks(ls_resources(label_studio, ls_env, tmp_path_factory), raise_on_error=False)
+    message = str(failed.get_step_failure_events()[0].event_specific_data.error)
+    assert "models.municipals.annotation.backend is 'cvat', but this profile's annotation server is 'label_studio'" in message
+    assert Reviewer(label_studio).get("/api/projects")["results"] == []

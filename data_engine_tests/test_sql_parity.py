@@ -149,7 +149,7 @@ def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emul
         TaskSnapshot(6, "hand-made-1", at, 3, 4, 2, 2),  # two models
         TaskSnapshot(7, "data-engine-municipals-2026-11-24-1", at, 3, 4, 2, 2),  # not the naming scheme
     ]
-    patterns = {m: c.cvat.task_name_pattern_for(m) for m, c in config.models.items()}
+    patterns = {m: c.annotation.task_name_pattern_for(m) for m, c in config.models.items()}
     patterns_both = {**patterns, "hand": "^hand-made-", "made": "made-[0-9]$"}
     on_duckdb = task_models(tasks, patterns_both)
 

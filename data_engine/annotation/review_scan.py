@@ -92,7 +92,7 @@ def run_key(model: str, tasks: list[ReviewedTask]) -> str:
 
 def task_name_patterns(config: FleetConfig) -> dict[str, str]:
     """model -> the task-name pattern that maps CVAT tasks to it."""
-    return {model: model_config.cvat.task_name_pattern_for(model) for model, model_config in config.models.items()}
+    return {model: model_config.annotation.task_name_pattern_for(model) for model, model_config in config.models.items()}
 
 
 def task_models(tasks: list[TaskSnapshot], patterns: dict[str, str]) -> pa.Table:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from data_engine.annotation.backend import Box, TaskFrame, TaskPlan, TaskSettings
-from data_engine.config.models import CvatConfig
+from data_engine.config.models import AnnotationConfig
 
 
 def cloud_key(frame_uri: str) -> tuple[str, str]:
@@ -49,7 +49,7 @@ def upload_name(position: int, frame_uri: str) -> str:
 
 
 def plan_tasks(
-    model: str, day: dt.date, config: CvatConfig, candidates: Sequence[dict], *, upload: bool
+    model: str, day: dt.date, config: AnnotationConfig, candidates: Sequence[dict], *, upload: bool
 ) -> list[TaskPlan]:
     """Order the candidates (config.frame_order), cut them into tasks of at most max_frames_per_task
     frames, and name them `<prefix>-<model>-<day>-<NNN>`. With `upload`, frames are named for upload;
@@ -77,19 +77,20 @@ def plan_tasks(
             for position, row in enumerate(chunk)
         )
         plans.append(TaskPlan(name=config.task_name(model, day, index + 1), frames=frames, first_job_index=jobs_before))
-        jobs_before += -(-len(frames) // config.segment_size)
+        jobs_before += -(-len(frames) // config.cvat.segment_size)
     return plans
 
 
-def task_settings(config: CvatConfig, *, upload: bool) -> TaskSettings:
+def task_settings(config: AnnotationConfig, *, upload: bool) -> TaskSettings:
+    cvat = config.cvat
     return TaskSettings(
-        segment_size=config.segment_size,
-        image_quality=config.image_quality,
-        assignees=tuple(config.assignees),
-        annotation_batch_size=config.annotation_batch_size,
-        cloud_storage_id=None if upload else config.cloud_storage_id,
-        manifest=config.manifest,
-        manifest_min_frames=config.manifest_min_frames,
+        segment_size=cvat.segment_size,
+        image_quality=cvat.image_quality,
+        assignees=tuple(cvat.assignees),
+        annotation_batch_size=cvat.annotation_batch_size,
+        cloud_storage_id=None if upload else cvat.cloud_storage_id,
+        manifest=cvat.manifest,
+        manifest_min_frames=cvat.manifest_min_frames,
     )
 
 

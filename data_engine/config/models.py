@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import warnings
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -238,21 +239,11 @@ def _check_pattern(value: str | None) -> str | None:
     return value
 
 
-class CvatConfig(_Strict):
-    """How a model's review tasks look in CVAT (all optional; defaults suit a small team).
+class CvatSettings(_Strict):
+    """What only CVAT has: jobs, assignees, cloud storage, upload settings."""
 
-    Task names read `<task_name_prefix>-<model>-<YYYY-MM-DD>-<NNN>`; they are the idempotency key of
-    task creation, and `task_name_pattern` (RE2 syntax, matched with REGEXP_CONTAINS) tells the review
-    sensor which model a task belongs to. Its default matches exactly the names this model creates.
-    """
-
-    project_name: Name | None = None  # default: "<task_name_prefix> <model>"
-    task_name_prefix: Annotated[str, Field(pattern=_TASK_NAME_PREFIX)] = "data-engine"
-    task_name_pattern: Annotated[str | None, AfterValidator(_check_pattern)] = None
-    max_frames_per_task: int = Field(default=200, ge=1, le=10_000)
     segment_size: int = Field(default=50, ge=1, le=10_000)  # frames per CVAT job
     assignees: list[Name] = Field(default_factory=list)  # CVAT usernames, round robin over jobs
-    frame_order: Literal["priority", "captured_at"] = "priority"
     # Frames in S3/GCS are attached through this CVAT cloud storage (prod); the local profile uploads files.
     cloud_storage_id: int | None = Field(default=None, ge=1)
     # Key of a manifest (.jsonl) in the cloud storage, sent with tasks of at least manifest_min_frames frames.
@@ -260,6 +251,29 @@ class CvatConfig(_Strict):
     manifest_min_frames: int = Field(default=100, ge=1)
     image_quality: int = Field(default=70, ge=1, le=100)
     annotation_batch_size: int = Field(default=500, ge=1, le=10_000)  # shapes per PATCH
+
+
+# Keys of the deprecated `cvat:` section that now sit under `annotation.cvat`.
+_CVAT_ONLY_KEYS = tuple(CvatSettings.model_fields)
+
+
+class AnnotationConfig(_Strict):
+    """How a model's review tasks look in the annotation tool (all optional; defaults suit a small team).
+
+    Task names read `<task_name_prefix>-<model>-<YYYY-MM-DD>-<NNN>`; they are the idempotency key of
+    task creation, and `task_name_pattern` (RE2 syntax, matched with REGEXP_CONTAINS) tells the review
+    sensor which model a task belongs to. Its default matches exactly the names this model creates.
+    `backend`, when set, is the tool this model's tasks must go to (a profile with the other one refuses
+    to make them); unset, the profile's tool is used.
+    """
+
+    backend: Literal["cvat", "label_studio"] | None = None
+    project_name: Name | None = None  # default: "<task_name_prefix> <model>"
+    task_name_prefix: Annotated[str, Field(pattern=_TASK_NAME_PREFIX)] = "data-engine"
+    task_name_pattern: Annotated[str | None, AfterValidator(_check_pattern)] = None
+    max_frames_per_task: int = Field(default=200, ge=1, le=10_000)
+    frame_order: Literal["priority", "captured_at"] = "priority"
+    cvat: CvatSettings = Field(default_factory=CvatSettings)
 
     def project_name_for(self, model: str) -> str:
         return self.project_name or f"{self.task_name_prefix} {model}"
@@ -439,7 +453,7 @@ class ModelConfig(_Strict):
     classes: list[Name] = Field(min_length=1)
     clients: dict[Name, ClientConfig] = Field(min_length=1)
     selection: SelectionConfig
-    cvat: CvatConfig = Field(default_factory=CvatConfig)
+    annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -494,6 +508,31 @@ class FleetConfig(_Strict):
     warehouse: WarehouseConfig
     storage: StorageConfig | None = None
     models: dict[str, ModelConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_cvat_sections(cls, data: Any) -> Any:
+        """Configs written before the annotation section keep working: `models.<m>.cvat` becomes
+        `models.<m>.annotation` (its CVAT-only keys under `annotation.cvat`), with a warning saying so."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            return data
+        models = {}
+        for key, model in data["models"].items():
+            if isinstance(model, dict) and "cvat" in model:
+                if "annotation" in model:
+                    raise ValueError(f"models.{key} has both `cvat:` and `annotation:`; move the `cvat:` keys into `annotation:`")
+                warnings.warn(
+                    f"models.{key}.cvat is deprecated: rename it to `annotation:` and move {', '.join(_CVAT_ONLY_KEYS)}"
+                    " (those present) into `annotation.cvat:`",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                old = dict(model["cvat"] or {})
+                section = {k: v for k, v in old.items() if k not in _CVAT_ONLY_KEYS}
+                cvat_only = {k: v for k, v in old.items() if k in _CVAT_ONLY_KEYS}
+                model = {k: v for k, v in model.items() if k != "cvat"} | {"annotation": section | ({"cvat": cvat_only} if cvat_only else {})}
+            models[key] = model
+        return {**data, "models": models}
 
     @model_validator(mode="after")
     def _model_keys(self) -> FleetConfig:

@@ -26,6 +26,11 @@ class AnnotationResource(dg.ConfigurableResource, ABC):
     tasks_per_tick: int = 100  # tasks the review sensor reads per tick (one page)
 
     @property
+    @abstractmethod
+    def backend(self) -> str:
+        """The tool's name as the fleet config's `annotation.backend` says it."""
+
+    @property
     def configured(self) -> bool:
         return True
 
@@ -57,6 +62,10 @@ class CvatResource(AnnotationResource):
     retry_attempts: int = 6
     retry_base_delay_s: float = 0.5
     retry_deadline_s: float = 180.0
+
+    @property
+    def backend(self) -> str:
+        return "cvat"
 
     @property
     def local_frames(self) -> bool:
@@ -106,6 +115,10 @@ class LabelStudioResource(AnnotationResource):
     retry_attempts: int = 6
     retry_base_delay_s: float = 0.5
     retry_deadline_s: float = 180.0
+
+    @property
+    def backend(self) -> str:
+        return "label_studio"
 
     @property
     def configured(self) -> bool:

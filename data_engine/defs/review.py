@@ -114,22 +114,28 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         from data_engine.annotation.tasks import plan_tasks, task_settings
 
         model, day = model_and_day(context)
-        cvat_config = fleet.models[model].cvat
+        review_config = fleet.models[model].annotation
+        if review_config.backend not in (None, annotation.backend):
+            raise dg.Failure(
+                f"models.{model}.annotation.backend is {review_config.backend!r}, but this profile's annotation server is"
+                f" {annotation.backend!r}: point the profile at {review_config.backend} (CVAT_URL for cvat; unset it for"
+                " label_studio in the local profile), or remove the key"
+            )
         candidates = review_candidates.to_pylist()
         empty = pa.Table.from_pylist([], schema=_task_frames_schema())
         if not candidates:
             return dg.Output(empty, metadata={"tasks": 0, "frames": 0, "note": "no review candidates for this day"})
         upload = annotation.local_frames
-        if not upload and cvat_config.cloud_storage_id is None:
+        if not upload and review_config.cvat.cloud_storage_id is None:
             raise dg.Failure(
-                f"models.{model}.cvat.cloud_storage_id is not set: frames in S3/GCS are attached through a CVAT cloud"
-                " storage; register the bucket in CVAT (Cloud Storages) and put its id in the fleet config"
+                f"models.{model}.annotation.cvat.cloud_storage_id is not set: frames in S3/GCS are attached through a CVAT"
+                " cloud storage; register the bucket in CVAT (Cloud Storages) and put its id in the fleet config"
             )
-        plans = plan_tasks(model, day, cvat_config, candidates, upload=upload)
-        settings = task_settings(cvat_config, upload=upload)
+        plans = plan_tasks(model, day, review_config, candidates, upload=upload)
+        settings = task_settings(review_config, upload=upload)
         outcomes = []
         with annotation.open(logger=context.log) as backend:
-            project = backend.ensure_project(cvat_config.project_name_for(model), list(fleet.models[model].classes))
+            project = backend.ensure_project(review_config.project_name_for(model), list(fleet.models[model].classes))
             for plan in plans:
                 outcome = backend.ensure_task(project, plan, settings)
                 context.log.info(

@@ -68,11 +68,11 @@ def main() -> None:
     model = next(iter(config.models))
     with running_cvat_server() as server, tempfile.TemporaryDirectory() as home, dg.instance_for_test() as instance:
         state = server.state
-        project = state.create_project(config.models[model].cvat.project_name_for(model))
+        project = state.create_project(config.models[model].annotation.project_name_for(model))
         started = time.perf_counter()
         state.bulk_create_tasks(
             args.tasks,
-            name=config.models[model].cvat.task_name(model, dt.date(2026, 11, 24), 0)[:-3] + "{i:05d}",
+            name=config.models[model].annotation.task_name(model, dt.date(2026, 11, 24), 0)[:-3] + "{i:05d}",
             project_id=project.id, frames=[f"frame_{i:03d}.jpg" for i in range(4)], segment_size=2,
         )
         print(f"{args.tasks} tasks of 4 frames (2 jobs each) in the fake CVAT: {time.perf_counter() - started:.1f}s")
