@@ -1,8 +1,7 @@
 """The annotation-tool resource: CVAT when CVAT_URL is set (always in prod), else the local profile's
 Label Studio (`data-engine annotation-server`). cvat-sdk is imported only when a run or a sensor tick
-opens a backend."""
-
-from __future__ import annotations
+opens a backend. Locations (the credentials file, the frames' folders) are `dg.ResourceDependency` values
+derived from the profile, out of the launchpad's reach (as in resources.py, hence no postponed annotations)."""
 
 import logging
 from abc import ABC, abstractmethod
@@ -40,7 +39,7 @@ class AnnotationResource(dg.ConfigurableResource, ABC):
         return True
 
     @abstractmethod
-    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
+    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> "AnnotationBackend":
         """A backend; `quick` bounds retries tighter (sensor ticks must end far below 60 s)."""
 
 
@@ -71,7 +70,7 @@ class CvatResource(AnnotationResource):
     def local_frames(self) -> bool:
         return self.objects_root is not None
 
-    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
+    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> "AnnotationBackend":
         from data_engine.annotation.cvat import CvatBackend
         from data_engine.annotation.retry import RetryPolicy
 
@@ -105,11 +104,12 @@ class LabelStudioResource(AnnotationResource):
     LABEL_STUDIO_API_KEY (dg.EnvVar) when set, else from the credentials file `data-engine
     annotation-server` wrote; either way the token is never part of the config Dagster shows or logs."""
 
-    credentials_file: str  # $DATA_ENGINE_HOME/label-studio/credentials.json
+    credentials_file: dg.ResourceDependency[str]  # $DATA_ENGINE_HOME/label-studio/credentials.json
     url: str | None = None
     api_key: str | None = None
-    objects_root: str  # frames, served by Label Studio as local files
-    document_root: str | None = None  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT; default: objects_root's parent
+    objects_root: dg.ResourceDependency[str]  # frames, served by Label Studio as local files
+    # Label Studio's LOCAL_FILES_DOCUMENT_ROOT; "": objects_root's parent, as `data-engine annotation-server` sets it.
+    document_root: dg.ResourceDependency[str] = ""
     request_timeout_s: float = 60.0
     late_write_settle_s: float = 30.0
     retry_attempts: int = 6
@@ -124,7 +124,7 @@ class LabelStudioResource(AnnotationResource):
     def configured(self) -> bool:
         return bool(self.url and self.api_key) or Path(self.credentials_file).is_file()
 
-    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> AnnotationBackend:
+    def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> "AnnotationBackend":
         from data_engine.annotation.label_studio import LabelStudioBackend
         from data_engine.annotation.label_studio_server import Credentials
         from data_engine.annotation.retry import RetryPolicy
