@@ -12,6 +12,7 @@ import dagster as dg
 
 if TYPE_CHECKING:
     from data_engine.annotation.backend import AnnotationBackend
+    from data_engine.annotation.retry import RetryPolicy
 
 LABEL_STUDIO_NOT_STARTED = (
     "no annotation server: start Label Studio with `uv run data-engine annotation-server` (in another terminal,"
@@ -23,6 +24,24 @@ class AnnotationResource(dg.ConfigurableResource, ABC):
     """Where review tasks are made and watched."""
 
     tasks_per_tick: int = 100  # tasks the review sensor reads per tick (one page)
+    request_timeout_s: float = 60.0
+    # A write that timed out may still be applied by the tool: wait this long before looking whether it
+    # landed and resending.
+    late_write_settle_s: float = 30.0
+    retry_attempts: int = 6
+    retry_base_delay_s: float = 0.5
+    retry_deadline_s: float = 180.0
+
+    def client_limits(self, quick: bool) -> tuple["RetryPolicy", float]:
+        """Retries and socket timeout of a backend's calls. A sensor tick (`quick`) makes a few calls; each
+        retries for at most 10 s (a longer Retry-After ends it) plus one 8 s try: far below Dagster's 60 s."""
+        from data_engine.annotation.retry import RetryPolicy
+
+        if quick:
+            retry = RetryPolicy(attempts=2, base_delay_s=self.retry_base_delay_s, max_delay_s=2.0, deadline_s=10.0)
+            return retry, min(self.request_timeout_s, 8.0)
+        retry = RetryPolicy(attempts=self.retry_attempts, base_delay_s=self.retry_base_delay_s, deadline_s=self.retry_deadline_s)
+        return retry, self.request_timeout_s
 
     @property
     @abstractmethod
@@ -52,15 +71,8 @@ class CvatResource(AnnotationResource):
     org: str | None = None
     # Local profile: frames are uploaded from these files (annotation.tasks.frame_path) instead of a cloud storage.
     objects_root: str | None = None
-    request_timeout_s: float = 60.0
     poll_period_s: float = 2.0
     request_deadline_s: float = 900.0
-    # A write (task creation, shapes) that timed out may still be applied by CVAT: wait this long before
-    # looking whether it landed and resending.
-    late_write_settle_s: float = 30.0
-    retry_attempts: int = 6
-    retry_base_delay_s: float = 0.5
-    retry_deadline_s: float = 180.0
 
     @property
     def backend(self) -> str:
@@ -72,18 +84,8 @@ class CvatResource(AnnotationResource):
 
     def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> "AnnotationBackend":
         from data_engine.annotation.cvat import CvatBackend
-        from data_engine.annotation.retry import RetryPolicy
 
-        if quick:
-            # A sensor tick makes one or two calls; each retries for at most 10 s (a longer Retry-After ends it)
-            # plus one 8 s try: far below Dagster's 60 s.
-            retry = RetryPolicy(attempts=2, base_delay_s=self.retry_base_delay_s, max_delay_s=2.0, deadline_s=10.0)
-            timeout = min(self.request_timeout_s, 8.0)
-        else:
-            retry = RetryPolicy(
-                attempts=self.retry_attempts, base_delay_s=self.retry_base_delay_s, deadline_s=self.retry_deadline_s
-            )
-            timeout = self.request_timeout_s
+        retry, timeout = self.client_limits(quick)
         return CvatBackend(
             self.url,
             self.access_token,
@@ -110,11 +112,6 @@ class LabelStudioResource(AnnotationResource):
     objects_root: dg.ResourceDependency[str]  # frames, served by Label Studio as local files
     # Label Studio's LOCAL_FILES_DOCUMENT_ROOT; "": objects_root's parent, as `data-engine annotation-server` sets it.
     document_root: dg.ResourceDependency[str] = ""
-    request_timeout_s: float = 60.0
-    late_write_settle_s: float = 30.0
-    retry_attempts: int = 6
-    retry_base_delay_s: float = 0.5
-    retry_deadline_s: float = 180.0
 
     @property
     def backend(self) -> str:
@@ -127,7 +124,6 @@ class LabelStudioResource(AnnotationResource):
     def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> "AnnotationBackend":
         from data_engine.annotation.label_studio import LabelStudioBackend
         from data_engine.annotation.label_studio_server import Credentials
-        from data_engine.annotation.retry import RetryPolicy
 
         if self.url and self.api_key:
             url, token = self.url, self.api_key
@@ -136,16 +132,13 @@ class LabelStudioResource(AnnotationResource):
             if credentials is None:
                 raise dg.Failure(LABEL_STUDIO_NOT_STARTED)
             url, token = credentials.url, credentials.token
-        if quick:
-            retry = RetryPolicy(attempts=2, base_delay_s=self.retry_base_delay_s, max_delay_s=2.0, deadline_s=10.0)
-        else:
-            retry = RetryPolicy(attempts=self.retry_attempts, base_delay_s=self.retry_base_delay_s, deadline_s=self.retry_deadline_s)
+        retry, timeout = self.client_limits(quick)
         return LabelStudioBackend(
             url,
             token,
             objects_root=Path(self.objects_root),
             document_root=Path(self.document_root) if self.document_root else None,
-            request_timeout_s=min(self.request_timeout_s, 8.0) if quick else self.request_timeout_s,
+            request_timeout_s=timeout,
             late_write_settle_s=self.late_write_settle_s,
             retry=retry,
             logger=logger,
