@@ -205,7 +205,7 @@ def test_a_new_checkpoint_requests_evaluation_and_promotion_by_itself(loop):
 
 
 def test_training_starts_when_enough_new_reviewed_images_arrived_and_not_before(loop, tmp_path, monkeypatch):
-    sensor = loop.defs.get_sensor_def("auto_training_sensor")
+    sensor = loop.defs.resolve_sensor_def("auto_training_sensor")
     resources = {"label_stores": loop.resources["label_stores"]}
 
     def tick(cursor=None):
@@ -235,7 +235,7 @@ def test_training_starts_when_enough_new_reviewed_images_arrived_and_not_before(
     paused_config = load_fleet_config_from(paused, tmp_path)
     paused_loop_defs = with_resources(paused_config, current_settings(), loop.resources)
     with dg.build_sensor_context(instance=loop.instance, resources=resources) as context:
-        result = paused_loop_defs.get_sensor_def("auto_training_sensor")(context)
+        result = paused_loop_defs.resolve_sensor_def("auto_training_sensor")(context)
     assert isinstance(result, dg.SkipReason) and "paused" in result.skip_message
 
 
