@@ -17,6 +17,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class PreconditionFailed(Exception):
@@ -211,3 +212,21 @@ def _locked(lock_path: Path):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def model_store_location(settings: Any, fleet: Any, model: str, section: str, local_folder: str, error: type[Exception]) -> str:
+    """Where one of a model's stores lives: `$DATA_ENGINE_HOME/<local_folder>` (local profile), else
+    `s3://<models.<model>.<section>.s3_bucket or storage.s3_bucket>/<that section's prefix>` (prod).
+    The label store and the model store share this rule; each raises its own `error`."""
+    if model not in fleet.models:
+        raise error(f"model {model!r} is not in the fleet config (models: {', '.join(fleet.models)})")
+    if settings.profile == "local":
+        return str(settings.home / local_folder)
+    config = getattr(fleet.models[model], section)
+    bucket = config.s3_bucket or (fleet.storage.s3_bucket if fleet.storage else None)
+    if bucket is None:
+        raise error(
+            f"model {model!r} has no bucket for its {section}: set models.{model}.{section}.s3_bucket or storage.s3_bucket"
+            " in the fleet config"
+        )
+    return f"s3://{bucket}/{config.prefix.strip('/')}"

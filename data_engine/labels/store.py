@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_engine.objectstore import LocalObjectStore, ObjectStore, PreconditionFailed, S3ObjectStore
+from data_engine.objectstore import LocalObjectStore, ObjectStore, PreconditionFailed, S3ObjectStore, model_store_location
 
 ANNOTATIONS = "annotations.json"
 MANIFEST = "manifest.json"
@@ -84,17 +84,7 @@ def label_store_uri(settings: Any, fleet: Any, model: str) -> str:
     """Where a model's label store lives: `$DATA_ENGINE_HOME/labels` (local profile), else
     `s3://<labels.s3_bucket or storage.s3_bucket>/<labels.prefix>` (prod). `settings` is a
     data_engine.settings.Settings, `fleet` a FleetConfig."""
-    if model not in fleet.models:
-        raise LabelStoreError(f"model {model!r} is not in the fleet config (models: {', '.join(fleet.models)})")
-    if settings.profile == "local":
-        return str(settings.home / "labels")
-    labels = fleet.models[model].labels
-    bucket = labels.s3_bucket or (fleet.storage.s3_bucket if fleet.storage else None)
-    if bucket is None:
-        raise LabelStoreError(
-            f"model {model!r} has no label bucket: set models.{model}.labels.s3_bucket or storage.s3_bucket in the fleet config"
-        )
-    return f"s3://{bucket}/{labels.prefix.strip('/')}"
+    return model_store_location(settings, fleet, model, "labels", "labels", LabelStoreError)
 
 
 class LabelStore:

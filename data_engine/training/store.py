@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from data_engine.objectstore import LocalObjectStore, ObjectStore, PreconditionFailed, S3ObjectStore
+from data_engine.objectstore import LocalObjectStore, ObjectStore, PreconditionFailed, S3ObjectStore, model_store_location
 
 REQUEST = "request.json"
 SPLITS = "splits.json"
@@ -35,17 +35,7 @@ class ModelStoreError(RuntimeError):
 def model_store_uri(settings: Any, fleet: Any, model: str) -> str:
     """`$DATA_ENGINE_HOME/models` (local profile), else `s3://<training.s3_bucket or storage.s3_bucket>/<training.prefix>`.
     `settings` is a data_engine.settings.Settings, `fleet` a FleetConfig."""
-    if model not in fleet.models:
-        raise ModelStoreError(f"model {model!r} is not in the fleet config (models: {', '.join(fleet.models)})")
-    if settings.profile == "local":
-        return str(settings.home / "models")
-    training = fleet.models[model].training
-    bucket = training.s3_bucket or (fleet.storage.s3_bucket if fleet.storage else None)
-    if bucket is None:
-        raise ModelStoreError(
-            f"model {model!r} has no model bucket: set models.{model}.training.s3_bucket or storage.s3_bucket in the fleet config"
-        )
-    return f"s3://{bucket}/{training.prefix.strip('/')}"
+    return model_store_location(settings, fleet, model, "training", "models", ModelStoreError)
 
 
 def check_name(kind: str, name: str) -> str:
