@@ -20,6 +20,9 @@ from data_engine.annotation.tasks import frame_path
 from data_engine.config import FleetConfig
 
 DEMO_BUCKET = "demo-frames"
+# The hidden true boxes of the demo frames. The pipeline never reads it (production has no such table); the
+# simulated reviewer and the loop's evaluation do.
+GROUND_TRUTH_TABLE = "ground_truth"
 IMAGE_SIZE = (320, 240)
 MALFORMED_KINDS = (
     "null_box", "nan_score", "inverted_box", "outside_image", "score_above_one", "unknown_class", "huge_image"
@@ -50,6 +53,7 @@ def write_demo_warehouse(
 
     frames: list[dict] = []
     predictions: list[dict] = []
+    truth: list[dict] = []
     for model_name, model in config.models.items():
         confusable = _confusable_pairs(model)
         for offset in range(days):
@@ -59,11 +63,13 @@ def write_demo_warehouse(
                 for camera in client_config.cameras:
                     for index in range(frames_per_camera_per_day):
                         frame = _frame(model_name, client, camera, day, index, frames_per_camera_per_day, rng)
-                        boxes = _boxes(model.classes, confusable, rng)
+                        objects = _objects(model.classes, rng)
+                        boxes = _predicted(objects, confusable, rng)
                         frames.append(frame)
+                        truth.extend({"model": model_name, "frame_uri": frame["frame_uri"]} | box for box in objects)
                         predictions.extend(frame | box for box in boxes)
                         if write_images:
-                            _write_image(objects_root, frame["frame_uri"], boxes, model.classes)
+                            _write_image(objects_root, frame["frame_uri"], objects, model.classes)
             # Streaming inserts repeat rows: the day's last frame row and its first detection, written twice.
             frames.append(dict(frame))
             predictions.extend(frame | box for box in boxes[:1])
@@ -81,8 +87,41 @@ def write_demo_warehouse(
         connection.register("prediction_rows", pa.Table.from_pylist(predictions, schema=_prediction_schema()))
         connection.execute("CREATE TABLE frames AS SELECT * FROM frames_rows")
         connection.execute("CREATE TABLE predictions AS SELECT * FROM prediction_rows")
+        connection.register("truth_rows", pa.Table.from_pylist(truth, schema=_truth_schema()))
+        connection.execute(f"CREATE TABLE {GROUND_TRUTH_TABLE} AS SELECT * FROM truth_rows")
     os.replace(partial, warehouse_path)
     return {"frames": len(frames), "predictions": len(predictions)}
+
+
+def _truth_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [("model", pa.string()), ("frame_uri", pa.string()), ("class_name", pa.string())]
+        + [(corner, pa.float64()) for corner in ("x_min", "y_min", "x_max", "y_max")]
+    )
+
+
+def read_ground_truth(warehouse_path: Path, model: str, frame_uris: list[str]) -> dict[str, list[dict]]:
+    """The true boxes (class_name, x_min, y_min, x_max, y_max in pixels) of some demo frames, by frame URI:
+    what the simulated reviewer corrects toward and what the loop's test AP is measured against. Frames
+    without an object map to []; frames that are not demo frames are left out."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse_path), read_only=True) as connection:
+        known = connection.execute(
+            "SELECT DISTINCT frame_uri FROM frames WHERE model = ? AND frame_uri IN (SELECT unnest(?::VARCHAR[]))",
+            [model, frame_uris],
+        ).fetchall()
+        rows = connection.execute(
+            f"SELECT frame_uri, class_name, x_min, y_min, x_max, y_max FROM {GROUND_TRUTH_TABLE}"
+            " WHERE model = ? AND frame_uri IN (SELECT unnest(?::VARCHAR[])) ORDER BY frame_uri, x_min, y_min",
+            [model, frame_uris],
+        ).fetchall()
+    truth: dict[str, list[dict]] = {uri: [] for (uri,) in known}
+    for uri, class_name, *corners in rows:
+        truth[uri].append(dict(zip(("class_name", "x_min", "y_min", "x_max", "y_max"), [class_name, *corners])))
+    return truth
 
 
 def _prediction_schema():
@@ -128,9 +167,10 @@ def _confusable_pairs(model) -> list[tuple[str, str]]:
     return pairs or [(model.classes[0], model.classes[1])]
 
 
-def _boxes(classes: list[str], confusable: list[tuple[str, str]], rng: random.Random) -> list[dict]:
+def _objects(classes: list[str], rng: random.Random) -> list[dict]:
+    """The objects drawn in a frame: its ground truth."""
     if rng.random() < 0.15:
-        return []  # a frame with no detection
+        return []  # a frame with nothing in it
     width, height = IMAGE_SIZE
     boxes = []
     for _ in range(rng.randint(1, 5)):
@@ -140,7 +180,13 @@ def _boxes(classes: list[str], confusable: list[tuple[str, str]], rng: random.Ra
         x_min, y_min = rng.uniform(0, width - box_w), rng.uniform(0, height - box_h)
         score = min(0.99, max(0.05, rng.betavariate(5, 2)))
         boxes.append(_box(rng.choice(classes), score, x_min, y_min, x_min + box_w, y_min + box_h))
-    if rng.random() < 0.2:  # the same object predicted as two confusable classes
+    return [_clip(box) for box in boxes]
+
+
+def _predicted(objects: list[dict], confusable: list[tuple[str, str]], rng: random.Random) -> list[dict]:
+    """What the production model predicts for a frame's objects."""
+    boxes = list(objects)
+    if boxes and rng.random() < 0.2:  # the same object predicted as two confusable classes
         first, second = rng.choice(confusable)
         base = boxes[0]
         jitter = rng.uniform(-3, 3)

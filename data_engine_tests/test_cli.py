@@ -54,6 +54,25 @@ def test_demo_data_writes_the_warehouse_and_frame_images(cli_env):
     assert len(images) > 100
 
 
+def test_demo_frames_have_a_hidden_ground_truth_that_the_images_show(cli_env):
+    from PIL import Image
+
+    from data_engine.demo import DEMO_BUCKET, read_ground_truth
+
+    home = Path(cli_env["DATA_ENGINE_HOME"])
+    images = sorted((home / "objects" / DEMO_BUCKET / "municipals").rglob("*.png"))
+    uris = [f"s3://{DEMO_BUCKET}/{path.relative_to(home / 'objects' / DEMO_BUCKET)}" for path in images]
+    truth = read_ground_truth(home / "warehouse.duckdb", "municipals", [*uris, "s3://elsewhere/x.png"])
+    assert set(truth) == set(uris), "every demo frame has a truth entry, other URIs none"
+    assert any(truth.values()) and not all(truth.values()), "some frames have objects, some are empty"
+    path, boxes = next((p, truth[u]) for p, u in zip(images, uris) if truth[u])
+    with Image.open(path) as image:
+        background = image.getpixel((0, 0)) if all(b["x_min"] > 0 or b["y_min"] > 0 for b in boxes) else None
+        box = boxes[-1]  # drawn last, so nothing covers its centre
+        centre = image.getpixel((int((box["x_min"] + box["x_max"]) / 2), int((box["y_min"] + box["y_max"]) / 2)))
+    assert centre != background, f"the true box {box} is drawn in {path}"
+
+
 def test_asset_materialize_one_partition(cli_env):
     run(
         ["dagster", "asset", "materialize", "-m", "data_engine.definitions",
