@@ -2,7 +2,8 @@
 # Deployment smoke test (README "Deployment smoke test"): builds the images with Podman, starts the compose
 # stack with podman-compose on loopback, waits for health, launches a selection run through the webserver's
 # GraphQL API, waits for its success, restarts the daemon and checks that run history and a sensor cursor
-# survived, then tears everything down. Prints each step's time. Not part of `pytest` (minutes, CPU heavy).
+# survived, then tears everything down. Before the stack it builds the trainer image and runs it on a tiny
+# CPU job (docker/trainer/smoke-test.sh). Prints each step's time. Not part of `pytest` (minutes, CPU heavy).
 #
 # The stack runs the local profile (DuckDB demo warehouse and objects in a volume of the `code` container)
 # on the production instance (Postgres): the prod profile needs BigQuery and S3 credentials, which a smoke
@@ -12,6 +13,7 @@
 #   BASE_IMAGE      a local Debian bookworm image (default localhost/debian:bookworm, made on first use by
 #                   docker/podman/make-base-image.sh, which needs root and debootstrap)
 #   SMOKE_KEEP=1    leave the stack running (for a look in the UI); tear down later with SMOKE_DOWN=1
+#   SMOKE_TRAINER=0 skip the trainer image's smoke test (docker/trainer/smoke-test.sh, run before the stack)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -95,6 +97,11 @@ wait_healthy() {  # wait_healthy SERVICE TIMEOUT_S: runs the container's health 
 
 step "base image ($BASE_IMAGE)"
 podman image exists "$BASE_IMAGE" || "$here/podman/make-base-image.sh" "$BASE_IMAGE"
+
+if [[ "${SMOKE_TRAINER:-1}" == 1 ]]; then
+    step "trainer image: build, train and evaluate (docker/trainer/smoke-test.sh)"
+    "$here/trainer/smoke-test.sh"
+fi
 
 step "build images (podman-compose build)"
 compose down -v >/dev/null 2>&1 || true  # a stack left over by an interrupted run
