@@ -65,6 +65,7 @@ teardown() {
         compose down -v >/dev/null 2>&1 || true
         step ""
     fi
+    rm -rf "$logdir"
     printf '%-52s %4ds\n' "total" $((SECONDS - total_start))
     [[ $status -eq 0 ]] && echo "smoke test PASSED" || echo "smoke test FAILED"
     exit $status
