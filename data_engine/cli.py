@@ -1,5 +1,5 @@
 """`data-engine`: commands that are not Dagster runs: start Dagster on a persistent instance, start the
-local profile's annotation server (Label Studio), demo data for the local profile, and the training-label versions of a model (list them, import a base label set,
+local profile's annotation server (Label Studio), demo data for the local profile, the demo's simulated reviewer, and the training-label versions of a model (list them, import a base label set,
 roll `latest` back)."""
 
 from __future__ import annotations
@@ -75,6 +75,17 @@ def run(argv: list[str] | None = None) -> int:
     )
     demo_labels.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
     demo_labels.add_argument("--frames", type=int, default=200, help="number of demo frames (default: 200)")
+    reviewer = commands.add_parser(
+        "reviewer", help="the simulated reviewer of the demo: review open frames in the local Label Studio toward the demo's ground truth"
+    )
+    reviewer_commands = reviewer.add_subparsers(dest="reviewer_command", required=True)
+    review_run = reviewer_commands.add_parser("run", help="one pass over a model's open frames: reject, skip, or correct and submit")
+    review_run.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
+    review_run.add_argument("--error-rate", type=float, default=0.05, help="chance of a mistake per object (default: 0.05)")
+    review_run.add_argument("--skip-rate", type=float, default=0.05, help="chance a frame is skipped for a later pass (default: 0.05)")
+    review_run.add_argument("--reject-rate", type=float, default=0.01, help="chance a frame is removed as unusable (default: 0.01)")
+    review_run.add_argument("--seed", type=int, default=0, help="seed of the reviewer's choices (default: 0)")
+    review_run.add_argument("--max-frames", type=int, help="frames to act on in this pass (default: every open frame)")
     trainer_env = commands.add_parser(
         "trainer-env", help="create the reference trainer's own environment (pip, from docker/trainer/requirements.txt) and print its interpreter"
     )
@@ -109,6 +120,8 @@ def run(argv: list[str] | None = None) -> int:
             frames_per_camera_per_day=args.frames_per_camera,
         )
         print(f"wrote {counts['frames']} frames and {counts['predictions']} prediction rows to {home / 'warehouse.duckdb'}")
+    if args.command == "reviewer":
+        return _reviewer(args, config)
     if args.command == "labels":
         return _labels(args, config)
     if args.command == "models":
@@ -283,6 +296,24 @@ def _import(store, args: argparse.Namespace, config) -> int:
     print(f"{args.model}: imported {source} as label version {version}, now latest, at {store.describe(args.model)}")
     return 0
 
+
+def _reviewer(args: argparse.Namespace, config) -> int:
+    from data_engine.annotation.backend import AnnotationError
+    from data_engine.defs.reviewer import review_from_cli
+    from data_engine.reviewer import ReviewerSettings, ReviewerUnavailable
+
+    try:
+        settings = ReviewerSettings(args.error_rate, args.skip_rate, args.reject_rate, args.seed, args.max_frames)
+    except ValueError as error:
+        print(f"data-engine reviewer run: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = review_from_cli(current_settings(), config, args.model, settings)
+    except (ReviewerUnavailable, AnnotationError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(summary.line(args.model))
+    return 0
 
 def _trainer_env(args: argparse.Namespace) -> int:
     import subprocess

@@ -451,6 +451,70 @@ class LabelStudioBackend(AnnotationBackend):
         return buffer.getvalue()
 
 
+    # --- acting as a person in the UI (the simulated reviewer) ----------------------------------
+
+    def open_frames(self, project_name: str) -> list[dict]:
+        """The project's frames nobody has submitted yet (skipped ones included), with their predictions,
+        oldest update first; [] when the project does not exist."""
+        self._project_titles = None
+        found = [pid for pid, title in self._projects().items() if title == project_name]
+        frames = []
+        for project_id in found:
+            no_annotation = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
+            frames += self._tasks(project_id, f"project {project_name!r}: GET open frames", [no_annotation], fields="all")
+        return [frame for frame in frames if not _submitted(frame)]
+
+    def submit_frame(self, task: dict, regions: list[dict], *, skipped: bool = False, lead_time_s: float = 1.0) -> None:
+        """Submit a frame's annotation (`regions` from `region`), or skip it (a cancelled annotation), as the
+        UI's Submit and Skip buttons do; `task` as `open_frames` lists it. A POST whose answer was lost is
+        not sent twice."""
+
+        def annotations() -> int:
+            found = self._send("GET", f"/api/tasks/{task['id']}")
+            return int(found.get("total_annotations") or 0) + int(found.get("cancelled_annotations") or 0)
+
+        before = int(task.get("total_annotations") or 0) + int(task.get("cancelled_annotations") or 0)
+        sent: list[bool] = []
+
+        def attempt() -> Any:
+            if sent and annotations() > before:
+                return None  # the earlier POST landed after all
+            sent.append(True)
+            body = {"result": regions, "was_cancelled": skipped, "lead_time": lead_time_s}
+            return self._send("POST", f"/api/tasks/{task['id']}/annotations", json=body)
+
+        self._retrying(f"frame task {task['id']}: POST annotation", attempt, write=True)
+
+    def delete_frame(self, task_id: int) -> None:
+        """Remove a frame from its review batch (a reviewer rejecting an unusable frame)."""
+        self._request("DELETE", f"/api/tasks/{task_id}", f"frame task {task_id}: DELETE")
+
+
+def frame_boxes(task: dict) -> list[tuple[str, float, float, float, float]]:
+    """A frame task's first prediction as (label, x_min, y_min, x_max, y_max) in pixels."""
+    width, height = int(task["data"]["width"]), int(task["data"]["height"])
+    boxes = []
+    for prediction in (task.get("predictions") or [])[:1]:
+        for item in prediction.get("result") or []:
+            value = item["value"]
+            x, y = value["x"] * width / 100, value["y"] * height / 100
+            boxes.append((value["rectanglelabels"][0], x, y, x + value["width"] * width / 100, y + value["height"] * height / 100))
+    return boxes
+
+
+def region(label: str, corners: tuple[float, float, float, float], width: int, height: int) -> dict:
+    """One rectangle of an annotation's result, from pixel corners."""
+    return {
+        "from_name": CONTROL,
+        "to_name": IMAGE,
+        "type": "rectanglelabels",
+        "original_width": width,
+        "original_height": height,
+        "image_rotation": 0,
+        "value": _percent_box(list(corners), width, height) | {"rectanglelabels": [label]},
+    }
+
+
 def _percent_box(points: list[float], width: int, height: int) -> dict[str, float]:
     x1, y1, x2, y2 = points
     return {"x": 100 * x1 / width, "y": 100 * y1 / height, "width": 100 * (x2 - x1) / width, "height": 100 * (y2 - y1) / height, "rotation": 0}
