@@ -81,11 +81,24 @@ def run(argv: list[str] | None = None) -> int:
     reviewer_commands = reviewer.add_subparsers(dest="reviewer_command", required=True)
     review_run = reviewer_commands.add_parser("run", help="one pass over a model's open frames: reject, skip, or correct and submit")
     review_run.add_argument("--model", required=True, choices=models, metavar="MODEL", help=model_help)
-    review_run.add_argument("--error-rate", type=float, default=0.05, help="chance of a mistake per object (default: 0.05)")
-    review_run.add_argument("--skip-rate", type=float, default=0.05, help="chance a frame is skipped for a later pass (default: 0.05)")
-    review_run.add_argument("--reject-rate", type=float, default=0.01, help="chance a frame is removed as unusable (default: 0.01)")
-    review_run.add_argument("--seed", type=int, default=0, help="seed of the reviewer's choices (default: 0)")
+    _reviewer_arguments(review_run)
     review_run.add_argument("--max-frames", type=int, help="frames to act on in this pass (default: every open frame)")
+    loop = commands.add_parser(
+        "demo",
+        help="the whole loop unattended: demo data, Label Studio, Dagster with automation on, and the simulated reviewer;"
+        " prints each model's turns and the production model's test AP",
+    )
+    loop.add_argument("--home", type=Path, help="a new folder for the demo (default: DATA_ENGINE_HOME/demo)")
+    loop.add_argument("--models", nargs="+", choices=models, metavar="MODEL", help=f"{model_help} (default: all)")
+    loop.add_argument("--turns", type=int, default=2, help="loop turns, one demo day each (default: 2)")
+    loop.add_argument("--frames-per-camera", type=int, default=24, help="demo frames per camera and day (default: 24)")
+    loop.add_argument("--review-frames", type=int, default=40, help="frames selected for review per model and day (default: 40)")
+    loop.add_argument("--initial-frames", type=int, default=120, help="demo frames of the initial label version; 0: none (default: 120)")
+    loop.add_argument("--dagster-port", type=int, default=3000, help="port of the Dagster UI (default: 3000)")
+    loop.add_argument("--annotation-port", type=int, default=8080, help="port of Label Studio on its first start (default: 8080)")
+    loop.add_argument("--turn-timeout", type=float, default=1800.0, help="seconds a turn may take before the demo gives up (default: 1800)")
+    loop.add_argument("--exit-when-done", action="store_true", help="stop the servers after the last turn (default: keep them for the UI)")
+    _reviewer_arguments(loop)
     trainer_env = commands.add_parser(
         "trainer-env", help="create the reference trainer's own environment (pip, from docker/trainer/requirements.txt) and print its interpreter"
     )
@@ -122,6 +135,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"wrote {counts['frames']} frames and {counts['predictions']} prediction rows to {home / 'warehouse.duckdb'}")
     if args.command == "reviewer":
         return _reviewer(args, config)
+    if args.command == "demo":
+        return _demo(args, list(config.models))
     if args.command == "labels":
         return _labels(args, config)
     if args.command == "models":
@@ -294,6 +309,44 @@ def _import(store, args: argparse.Namespace, config) -> int:
         print(f"cannot import {source} as the labels of {args.model!r}: {error}", file=sys.stderr)
         return 1
     print(f"{args.model}: imported {source} as label version {version}, now latest, at {store.describe(args.model)}")
+    return 0
+
+
+def _reviewer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--error-rate", type=float, default=0.05, help="reviewer: chance of a mistake per object (default: 0.05)")
+    parser.add_argument("--skip-rate", type=float, default=0.05, help="reviewer: chance a frame is skipped for a later pass (default: 0.05)")
+    parser.add_argument("--reject-rate", type=float, default=0.01, help="reviewer: chance a frame is removed as unusable (default: 0.01)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the reviewer's choices (default: 0)")
+
+
+def _demo(args: argparse.Namespace, models: list[str]) -> int:
+    from data_engine.annotation.backend import AnnotationError
+    from data_engine.annotation.label_studio_server import ServerError
+    from data_engine.demo_loop import DemoError, DemoOptions, run_demo
+    from data_engine.reviewer import ReviewerSettings
+
+    try:
+        options = DemoOptions(
+            home=(args.home or current_settings().home / "demo").resolve(),
+            models=tuple(args.models or models),
+            turns=args.turns,
+            frames_per_camera=args.frames_per_camera,
+            review_frames=args.review_frames,
+            initial_frames=args.initial_frames,
+            dagster_port=args.dagster_port,
+            annotation_port=args.annotation_port,
+            reviewer=ReviewerSettings(args.error_rate, args.skip_rate, args.reject_rate, args.seed),
+            turn_timeout_s=args.turn_timeout,
+            exit_when_done=args.exit_when_done,
+        )
+    except ValueError as error:
+        print(f"data-engine demo: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_demo(options, out=lambda line: print(line, flush=True))
+    except (DemoError, ServerError, AnnotationError) as error:
+        print(f"data-engine demo: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -248,7 +248,7 @@ def build_evaluation_defs(config: FleetConfig, settings: Settings) -> dg.Definit
     @dg.sensor(
         name="auto_training_sensor",
         job_name=TRAINING_JOB,
-        minimum_interval_seconds=300,
+        minimum_interval_seconds=60,  # a look at label manifests: cheap, and a new label version trains within a minute
         default_status=status,
         description="Train a model when its latest label version has training.auto.min_new_reviewed_images more"
         " images than the version it last trained on (or was last asked to train on); training.auto.paused stops it.",

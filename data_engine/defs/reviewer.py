@@ -42,26 +42,14 @@ def review_model(
 ) -> "ReviewSummary":
     """One pass of the simulated reviewer over a model's open frames in the profile's Label Studio."""
     from data_engine.annotation.label_studio import LabelStudioBackend
-    from data_engine.demo import read_ground_truth
-    from data_engine.reviewer import ReviewerUnavailable, review_open_frames
+    from data_engine.reviewer import ReviewerUnavailable, review_demo_model
 
     if not annotation.configured:
         raise ReviewerUnavailable(LABEL_STUDIO_NOT_STARTED)
-    if not settings.warehouse_path.exists():
-        raise ReviewerUnavailable(f"no demo warehouse at {settings.warehouse_path}: the reviewer corrects toward its ground truth; run `data-engine demo-data`")
-    model_config = config.models[model]
     with annotation.open(quick=quick, logger=logger) as backend:
         if not isinstance(backend, LabelStudioBackend):
             raise ReviewerUnavailable("the simulated reviewer works in Label Studio, the local profile's annotation server: unset CVAT_URL")
-        return review_open_frames(
-            backend,
-            model_config.annotation.project_name_for(model),
-            model,
-            list(model_config.classes),
-            lambda uris: read_ground_truth(settings.warehouse_path, model, uris),
-            reviewer,
-            settings.home,
-        )
+        return review_demo_model(backend, config, model, reviewer, settings.home, settings.warehouse_path)
 
 
 def review_from_cli(settings: Settings, config: FleetConfig, model: str, reviewer: "ReviewerSettings") -> "ReviewSummary":

@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from data_engine.annotation.label_studio import LabelStudioBackend, frame_boxes, region
 from data_engine.reviewer.correction import PixelBox, review_frame
@@ -106,6 +107,8 @@ def review_open_frames(
     """One pass over the model's open frames in Label Studio (at most settings.max_frames)."""
     summary = ReviewSummary()
     frames = backend.open_frames(project_name)
+    if not frames:
+        return summary
     truth = truth_of([frame["data"]["frame_uri"] for frame in frames])
     summary.without_truth = [frame["data"]["frame_uri"] for frame in frames if frame["data"]["frame_uri"] not in truth]
     frames = [frame for frame in frames if frame["data"]["frame_uri"] in truth]
@@ -142,3 +145,29 @@ def review_open_frames(
         summary.submitted += 1
         summary.mistakes += len(mistakes)
     return summary
+
+
+def review_demo_model(backend: LabelStudioBackend, config: Any, model: str, settings: ReviewerSettings, home: Path, warehouse_path: Path) -> ReviewSummary:
+    """`review_open_frames` for a model of the fleet config, toward the demo warehouse's ground truth."""
+    import duckdb
+
+    from data_engine.demo import read_ground_truth
+
+    def truth_of(uris: list[str]) -> dict[str, list[dict]]:
+        try:
+            return read_ground_truth(warehouse_path, model, uris)
+        except duckdb.IOException as error:  # a selection run holds the warehouse's write lock
+            raise ReviewerUnavailable(f"the demo warehouse {warehouse_path} is busy ({str(error)[:200]}); the next pass tries again") from error
+
+    if not warehouse_path.exists():
+        raise ReviewerUnavailable(f"no demo warehouse at {warehouse_path}: the reviewer corrects toward its ground truth; run `data-engine demo-data`")
+    model_config = config.models[model]
+    return review_open_frames(
+        backend,
+        model_config.annotation.project_name_for(model),
+        model,
+        list(model_config.classes),
+        truth_of,
+        settings,
+        home,
+    )
