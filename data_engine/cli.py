@@ -347,6 +347,9 @@ def _demo(args: argparse.Namespace, models: list[str]) -> int:
     except (DemoError, ServerError, AnnotationError) as error:
         print(f"data-engine demo: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the servers were stopped on the way out
+        print(f"data-engine demo: stopped; its data stays in {options.home}", file=sys.stderr)
+        return 130
     return 0
 
 

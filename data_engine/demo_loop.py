@@ -35,6 +35,7 @@ from data_engine.reviewer import ReviewerSettings
 LOCATION = "data_engine.definitions"  # the code location's name in workspace.yaml
 # Small images, a few epochs: a training takes tens of seconds on two cores.
 DEMO_HYPERPARAMETERS = {"epochs": 4, "batch_size": 4, "min_size": 160, "max_size": 224, "threads": 2, "seed": 0}
+DEMO_SPLIT_RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 POLL_S = 3.0
 
 
@@ -88,7 +89,7 @@ class Turn:
 
 def demo_fleet(source: dict[str, Any], options: DemoOptions) -> dict[str, Any]:
     """The fleet config the demo runs: the chosen models of `source`, each training after every merge,
-    with small trainings and the demo's review budget."""
+    with small trainings, splits for small label sets, and the demo's review budget."""
     unknown = sorted(set(options.models) - set(source["models"]))
     if unknown:
         raise ValueError(f"models {unknown} are not in the fleet config {config_path()}; it has {sorted(source['models'])}")
@@ -99,6 +100,8 @@ def demo_fleet(source: dict[str, Any], options: DemoOptions) -> dict[str, Any]:
         selection = config.setdefault("selection", {})
         selection["max_frames_per_day"] = options.review_frames
         selection["max_frames_per_camera_per_day"] = options.review_frames
+        # A turn labels tens of frames: a fifth each for validation and test keeps neither empty.
+        config.setdefault("labels", {})["split_ratios"] = DEMO_SPLIT_RATIOS
         training = config.setdefault("training", {})
         training["hyperparameters"] = {**training.get("hyperparameters", {}), **DEMO_HYPERPARAMETERS}
         training["auto"] = {"min_new_reviewed_images": 1}

@@ -21,12 +21,13 @@ from data_engine_tests.servers.label_studio import credentials_for_tests, templa
 MODEL = "municipals"
 
 
-def test_the_demo_takes_a_model_from_selection_to_a_promotion_decision_unattended(local_env, tmp_path, capsys):
+def test_the_demo_takes_a_model_from_selection_to_a_promotion_decision_unattended(local_env, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DATA_ENGINE_CONFIG")  # the shipped fleet, as a user runs it
     home = tmp_path / "demo"
     # Label Studio's database from the migrated template the session's server starts from (a first start migrates for minutes)
     shutil.copytree(template(), server_dir(home))
     credentials_for_tests().save(credentials_path(home))
-    argv = ["demo", "--home", str(home), "--models", MODEL, "--turns", "1", "--frames-per-camera", "8", "--review-frames", "30"]
+    argv = ["demo", "--home", str(home), "--models", MODEL, "--turns", "1", "--frames-per-camera", "10", "--review-frames", "40"]
     argv += ["--initial-frames", "0", "--dagster-port", str(free_port()), "--skip-rate", "0.1", "--reject-rate", "0.05", "--exit-when-done"]
     code = cli.run(argv)
     out, err = capsys.readouterr()
@@ -50,6 +51,7 @@ def test_the_demo_takes_a_model_from_selection_to_a_promotion_decision_unattende
     # the demo's fleet config: the chosen model, training after every merge
     fleet = yaml.safe_load((home / "demo-fleet.yaml").read_text())
     assert list(fleet["models"]) == [MODEL] and fleet["models"][MODEL]["training"]["auto"] == {"min_new_reviewed_images": 1}
+    assert manifest["counts"]["images"] >= 20  # enough for a validation and a test split
 
 
 @pytest.mark.parametrize(
