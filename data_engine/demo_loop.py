@@ -53,7 +53,7 @@ class DemoOptions:
     initial_frames: int = 120  # demo frames imported as the first label version; 0: start without labels
     dagster_port: int = 3000
     annotation_port: int = 8080
-    reviewer: ReviewerSettings = ReviewerSettings()
+    reviewer: ReviewerSettings = field(default_factory=ReviewerSettings)
     turn_timeout_s: float = 1800.0
     exit_when_done: bool = False
 
@@ -303,8 +303,8 @@ def _ap(value: float | None) -> str:
 def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> list[Turn]:
     """Run the loop for the options' models and turns; the turns, as printed."""
     from data_engine.annotation.label_studio import LabelStudioBackend
-    from data_engine.annotation.label_studio_server import prepare as prepare_server
     from data_engine.annotation.label_studio_server import credentials_path, running_label_studio
+    from data_engine.annotation.label_studio_server import prepare as prepare_server
     from data_engine.reviewer import ReviewerUnavailable, review_demo_model
     from data_engine.training.trainer_env import ensure_trainer_env
 

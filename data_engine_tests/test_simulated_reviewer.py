@@ -20,8 +20,8 @@ from data_engine.labels import LabelStore
 from data_engine.reviewer import read_mistakes
 from data_engine.reviewer.correction import CORRECT_IOU, PixelBox, review_frame
 from data_engine.settings import current_settings
-from data_engine_tests.test_label_studio_review import CLASSES, MODEL, Reviewer, ls_env, ls_resources  # noqa: F401 (ls_env: a fixture)
 from data_engine_tests.test_cvat_review import NAMES, materialize_review_tasks
+from data_engine_tests.test_label_studio_review import CLASSES, MODEL, Reviewer, ls_env, ls_resources  # noqa: F401 (ls_env: a fixture)
 from data_engine_tests.test_training_labels import all_defs, run_request, tick
 
 SIZE = (320, 240)

@@ -22,6 +22,7 @@ from typing import Any
 from data_engine.annotation.label_studio import LabelStudioBackend, frame_boxes, region
 from data_engine.reviewer.correction import PixelBox, review_frame
 
+
 class ReviewerUnavailable(RuntimeError):
     """The simulated reviewer cannot work here (no Label Studio, no demo truth); the message says why."""
 
