@@ -75,6 +75,10 @@ def _statements(config):
             yield f"{statement}/{model_name}", queries.checked_query(statement, model_name, model, DAY)
         for statement in ("review_candidates", "selected_candidates"):
             yield f"{statement}/{model_name}", queries.review_candidates_query(model_name, model, DAY, statement)
+        # The selection step's one statement: the three above combined, their shared CTEs computed once.
+        yield f"selection/{model_name}", queries.selection_query(
+            model_name, model, DAY, ["prediction_summary", "empty_frame_summary", "selected_candidates"]
+        )
 
 
 def test_every_sql_file_is_covered():
@@ -98,7 +102,7 @@ def test_bigquery_and_duckdb_return_the_same_rows(warehouses):
         assert on_duckdb.column_names == on_bigquery.column_names, name
         assert _normalized(on_duckdb) == _normalized(on_bigquery), name
         checked += 1
-    assert checked == 14
+    assert checked == 16
 
 
 def test_fixture_exercises_every_filter_and_drop(warehouses):
@@ -199,3 +203,31 @@ def test_valid_rows_filter_keeps_exactly_the_rows_without_a_drop_reason(warehous
         assert sum(dropped.values()) > 0
         kept = warehouse.run(valid_only).table.drop_columns(["drop_reason"])
         assert _normalized(kept) == _normalized(expected)
+
+
+def test_a_combined_statement_computes_a_shared_cte_once_and_refuses_two_of_one_name(fleet_file):
+    def statement(text: str):
+        return sql.sqlglot.parse_one(text, read="bigquery")
+
+    combined = sql.combine({
+        "a": statement("WITH shared AS (SELECT 1 AS x) SELECT x FROM shared"),
+        "b": statement("WITH shared AS (SELECT 1 AS x) SELECT x + 1 AS y FROM shared"),
+    })
+    assert [cte.alias for cte in combined.find_all(sql.exp.CTE)] == ["shared"]
+    rows = Query("combined", combined).render("duckdb", {})
+    import duckdb
+
+    assert duckdb.sql(rows).fetchall() == [("a", 1, None), ("b", None, 2)]
+    with pytest.raises(ValueError, match="'shared'"):
+        sql.combine({"a": statement("WITH shared AS (SELECT 1 AS x) SELECT x FROM shared"),
+                     "b": statement("WITH shared AS (SELECT 2 AS x) SELECT x FROM shared")})
+    # The selection step's statement: the day's frame rows and empty frames are one CTE each.
+    config = load_fleet_config(fleet_file)
+    selection = queries.selection_query(
+        "municipals", config.models["municipals"], DAY, ["prediction_summary", "empty_frame_summary", "selected_candidates"]
+    )
+    ctes = [cte for cte in selection.expression.find_all(sql.exp.CTE)]
+    names = [cte.alias for cte in ctes]
+    assert names.count("frame_rows") == 1 and names.count("empty_frame_rows") == 1
+    reads = {cte.alias: {table.name for table in cte.find_all(sql.exp.Table)} for cte in ctes}
+    assert "frame_rows" in reads["day_frames"] and "empty_frame_rows" in reads["empty_frames"]

@@ -10,17 +10,25 @@ WITH
 detections AS (
   SELECT * FROM checked_predictions WHERE drop_reason IS NULL
 ),
+frame_rows AS (
+  -- Every frame row of the day with its drop_reason (checked_frames), checked once for the CTEs below.
+  -- frame_rows and empty_frame_rows are defined as in empty_frame_summary.sql: a statement combining
+  -- both (queries.combined_query) computes them once.
+  SELECT * FROM checked_frames
+),
+empty_frame_rows AS (
+  -- The frame rows of frames on which the model detected nothing at all (no prediction row that day).
+  SELECT frame_rows.*
+  FROM frame_rows
+  LEFT JOIN detected_frames AS detected ON detected.frame_uri = frame_rows.frame_uri
+  WHERE detected.frame_uri IS NULL
+),
 day_frames AS (
   -- Each frame's own fields come from the frames table (one valid row per frame, see checked_frames).
-  SELECT * FROM checked_frames WHERE drop_reason IS NULL
+  SELECT * FROM frame_rows WHERE drop_reason IS NULL
 ),
 empty_frames AS (
-  -- The day's frames on which the model detected nothing at all. An anti-join over day_frames, so the
-  -- frames are checked once for both CTEs.
-  SELECT day_frames.*
-  FROM day_frames
-  LEFT JOIN detected_frames AS detected ON detected.frame_uri = day_frames.frame_uri
-  WHERE detected.frame_uri IS NULL
+  SELECT * FROM empty_frame_rows WHERE drop_reason IS NULL
 ),
 flagged AS (
   -- Placeholder with the shape of a compiled filter: each frame it flags, with the filter's rank.

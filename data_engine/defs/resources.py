@@ -42,11 +42,12 @@ class DuckDBWarehouseResource(WarehouseResource):
     demo_days: int = 7
 
     def open(self) -> "Warehouse":
-        from data_engine.demo import demo_window, write_demo_warehouse
         from data_engine.warehouse.duckdb_engine import DuckDBWarehouse
 
         path = Path(self.path)
         if not path.exists():
+            from data_engine.demo import demo_window, write_demo_warehouse  # pandas and more: only when needed
+
             path.parent.mkdir(parents=True, exist_ok=True)
             # Parallel steps of a first run would all write the demo data; one writes, the others wait.
             with open(path.with_name(path.name + ".lock"), "w") as lock:

@@ -15,12 +15,20 @@ from data_engine.defs.partitions import daily_model_partitions, model_and_day
 from data_engine.defs.resources import WarehouseResource
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from data_engine.warehouse import QueryResult, Warehouse
 
 # Asset signatures carry no pyarrow annotations: Dagster resolves them at load, and pyarrow is imported
 # only inside runs to keep the code location cheap to load.
 
 GROUP = "selection"
+# Each asset of the step and the `sql/` statement that computes what it records or returns.
+STATEMENTS = {
+    "predictions": "prediction_summary",
+    "empty_frames": "empty_frame_summary",
+    "review_candidates": "selected_candidates",
+}
 
 
 def _labels(context: dg.AssetExecutionContext, model: str, asset: str) -> dict[str, str]:
@@ -87,24 +95,31 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
     )
     def selection(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         """One step for the three assets: their data stays in the warehouse, and one process (one
-        import of the code location, one warehouse connection) does what three steps did."""
+        import of the code location) runs one warehouse statement for the assets selected."""
+        from data_engine.selection.candidates import statement_rows
+        from data_engine.selection.queries import selection_query
+
         model, day = model_and_day(context)
         store = warehouse.open()
-        selected = context.op_execution_context.selected_output_names
-        if "predictions" in selected:
-            yield from _predictions(context, store, model, day)
-        if "empty_frames" in selected:
-            yield _empty_frames(context, store, model, day)
-        if "review_candidates" in selected:
-            yield _review_candidates(context, store, model, day)
+        assets = [asset for asset in STATEMENTS if asset in context.op_execution_context.selected_output_names]
+        if "review_candidates" in assets:
+            store.ensure_selection_ledger()  # the selection reads it
+        query = selection_query(model, config.models[model], day, [STATEMENTS[asset] for asset in assets])
+        result = store.run(query, _labels(context, model, "-".join(assets)))
+        # Bytes are the whole statement's, shared by the assets it computed (not to be summed over them).
+        cost = _cost_metadata(result) | {"warehouse_query_for": ", ".join(assets)}
+        rows = {asset: statement_rows(result.table, STATEMENTS[asset]) for asset in assets}
+        if "predictions" in assets:
+            yield from _predictions(context, rows["predictions"], cost, model, day)
+        if "empty_frames" in assets:
+            yield _empty_frames(rows["empty_frames"], cost)
+        if "review_candidates" in assets:
+            yield _review_candidates(context, store, rows["review_candidates"], cost, model, day)
 
-    def _predictions(context: dg.AssetExecutionContext, store: "Warehouse", model: str, day: dt.date):
+    def _predictions(context: dg.AssetExecutionContext, rows: "pa.Table", cost: dict, model: str, day: dt.date):
         from data_engine.selection.candidates import prediction_summary
-        from data_engine.selection.queries import checked_query
 
-        query = checked_query("prediction_summary", model, config.models[model], day)
-        result = store.run(query, _labels(context, model, "predictions"))
-        summary = prediction_summary(result.table)
+        summary = prediction_summary(rows)
         if summary.rows_of_the_day == 0:
             context.log.warning(
                 f"no prediction rows of {model} on {day} in the warehouse: an inference outage, or a day"
@@ -121,8 +136,8 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
                 "detections_per_camera": counts_table(summary.per_camera, "camera", "detections"),
                 "rows_dropped": sum(summary.dropped.values()),
                 "rows_dropped_by_reason": counts_table(summary.dropped, "reason", "rows"),
-                "rows_read_from_warehouse": result.table.num_rows,
-                **_cost_metadata(result),
+                "rows_read_from_warehouse": rows.num_rows,
+                **cost,
             },
         )
         if dg.AssetCheckKey(predictions_key, "has_predictions_for_the_day") in context.selected_asset_check_keys:
@@ -135,13 +150,10 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
                 description=None if summary.rows_of_the_day else f"no prediction rows of {model} on {day}",
             )
 
-    def _empty_frames(context: dg.AssetExecutionContext, store: "Warehouse", model: str, day: dt.date) -> dg.Output:
+    def _empty_frames(rows: "pa.Table", cost: dict) -> dg.Output:
         from data_engine.selection.candidates import frame_summary
-        from data_engine.selection.queries import checked_query
 
-        query = checked_query("empty_frame_summary", model, config.models[model], day)
-        result = store.run(query, _labels(context, model, "empty_frames"))
-        summary = frame_summary(result.table)
+        summary = frame_summary(rows)
         return dg.Output(
             None,
             output_name="empty_frames",
@@ -153,22 +165,18 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
                 "frame_rows_in_warehouse": summary.frame_rows,
                 "duplicate_frame_rows": summary.frame_rows_dropped.get("duplicate_frame_row", 0),
                 "frame_rows_dropped_by_reason": counts_table(summary.frame_rows_dropped, "reason", "rows"),
-                "rows_read_from_warehouse": result.table.num_rows,
-                **_cost_metadata(result),
+                "rows_read_from_warehouse": rows.num_rows,
+                **cost,
             },
         )
 
     def _review_candidates(
-        context: dg.AssetExecutionContext, store: "Warehouse", model: str, day: dt.date
+        context: dg.AssetExecutionContext, store: "Warehouse", rows: "pa.Table", cost: dict, model: str, day: dt.date
     ) -> dg.Output:
         from data_engine.selection.candidates import ledger_rows, selected_candidates, selection_counts
-        from data_engine.selection.queries import review_candidates_query
 
         model_config = config.models[model]
-        store.ensure_selection_ledger()
-        query = review_candidates_query(model, model_config, day, "selected_candidates")
-        result = store.run(query, _labels(context, model, "review_candidates"))
-        rows = result.table
+        rows_read = rows.num_rows
         if day < model_config.selection.start_date:
             context.log.info(f"{day} is before {model}'s selection start_date {model_config.selection.start_date}")
             rows = rows.slice(0, 0)
@@ -201,8 +209,8 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
                 "predictions_per_class": counts_table(counts["predictions_per_class"], "class", "predictions"),
                 "duplicate_predictions_dropped": sum(rows["duplicate_predictions"].to_pylist()),
                 "preview": markdown_table(preview),
-                "rows_read_from_warehouse": result.table.num_rows,
-                **_cost_metadata(result),
+                "rows_read_from_warehouse": rows_read,
+                **cost,
             },
         )
 

@@ -17,6 +17,11 @@ CANDIDATE_COLUMNS = ["frame_uri", "client", "camera_id", "model_version", "captu
 DROP_STATUSES = ("already_selected", "over_filter_budget", "no_frame_row", "over_camera_budget", "over_day_budget")
 
 
+def statement_rows(table: pa.Table, statement: str) -> pa.Table:
+    """One statement's rows of `queries.selection_query`'s result (the rows it tags with `statement`)."""
+    return table.filter(pc.equal(table["statement"], statement))
+
+
 def _sum_by(rows: list[dict], key: str, count: str = "row_count") -> dict[str, int]:
     totals: Counter = Counter()
     for row in rows:

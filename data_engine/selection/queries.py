@@ -71,6 +71,22 @@ def review_candidates_query(
     return Query(statement, expression, _pick(expression, params))
 
 
+def selection_query(model_name: str, model: ModelConfig, day: dt.date, statements: list[str]) -> Query:
+    """The statements a selection step needs for one model-day (`prediction_summary`, `empty_frame_summary`,
+    `selected_candidates`, in any subset) as one statement: one warehouse job, and the day's frame rows
+    and empty frames checked once for all (`sql.combine`); each row names its `statement`."""
+    parts = {
+        statement: review_candidates_query(model_name, model, day, statement)
+        if statement == "selected_candidates"
+        else checked_query(statement, model_name, model, day)
+        for statement in statements
+    }
+    params: dict[str, object] = {}
+    for part in parts.values():
+        params |= part.params  # the same values: every part has the same model and day
+    return Query("selection", sql.combine({name: part.expression for name, part in parts.items()}), params)
+
+
 def _fill_placeholder(expression: exp.Expression, cte_name: str, selects: list[exp.Expression]) -> None:
     """Replace the placeholder CTE `cte_name` by the UNION ALL of `selects` (left as is, empty, when none)."""
     if not selects:

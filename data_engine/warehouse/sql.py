@@ -57,6 +57,60 @@ def replace_table(expression: exp.Expression, name: str, replacement: exp.Expres
     return expression
 
 
+def combine(statements: dict[str, exp.Expression]) -> exp.Expression:
+    """One statement returning the rows of several, each row tagged with its `statement` name.
+
+    Their CTEs are lifted into one WITH (with those of a CTE that only reads a file, `SELECT * FROM
+    (<file with CTEs>)`), so that a CTE two statements define alike (same name, same query) is computed
+    once: on DuckDB one scan and one anti-join instead of one per statement. Two different CTEs of one
+    name are refused. Columns are the union of the statements' (in order); a row has NULL in the others'.
+    """
+    ctes: dict[str, exp.CTE] = {}
+    bodies = {name: _lift_ctes(statement.copy(), ctes) for name, statement in statements.items()}
+    columns = list(dict.fromkeys(column for body in bodies.values() for column in body.named_selects))
+    branches = []
+    for name, body in bodies.items():
+        own = set(body.named_selects)
+        selects = [exp.Literal.string(name).as_("statement")] + [
+            exp.column(column, table=name) if column in own else exp.Null().as_(column) for column in columns
+        ]
+        branches.append(exp.select(*selects).from_(as_subquery(body, name)))
+    union = branches[0]
+    for branch in branches[1:]:
+        union = exp.union(union, branch, distinct=False)
+    union.set("with_", exp.With(expressions=list(ctes.values())))
+    return union
+
+
+def _lift_ctes(statement: exp.Expression, ctes: dict[str, exp.CTE]) -> exp.Expression:
+    """Move `statement`'s CTEs (and theirs, depth first) into `ctes`; the statement without its WITH."""
+    with_ = statement.args.get("with_")
+    if with_:
+        statement.set("with_", None)
+        for cte in with_.expressions:
+            inner = _file_read(cte.this)
+            if inner is not None:
+                cte.set("this", _lift_ctes(inner, ctes))
+            known = ctes.setdefault(cte.alias, cte)
+            if known is not cte and known != cte:
+                raise ValueError(f"two different CTEs named {cte.alias!r} cannot be combined into one statement")
+    return statement
+
+
+def _file_read(query: exp.Expression) -> exp.Expression | None:
+    """The inlined file of a CTE that is only `SELECT * FROM (<file>)`, when that file has CTEs of its own."""
+    if not (isinstance(query, exp.Select) and len(query.expressions) == 1 and isinstance(query.expressions[0], exp.Star)):
+        return None
+    if not query.args.get("from_") or any(
+        query.args.get(clause) for clause in ("where", "group", "having", "qualify", "order", "limit", "joins")
+    ):
+        return None
+    source = query.args["from_"].this
+    if isinstance(source, exp.Subquery) and source.this.args.get("with_"):
+        return source.this
+    return None
+
+
 def prefix_parameters(expression: exp.Expression, prefix: str) -> exp.Expression:
     """Rename every `@name` to `@<prefix>name`, so fragments with the same parameters can be combined."""
     for parameter in expression.find_all(exp.Parameter):
