@@ -4,19 +4,19 @@
 
 Generates the selection benchmark's model-day (`selection_data`) in a DuckDB file under a local-profile
 `DATA_ENGINE_HOME`, with the benchmark fleet as `DATA_ENGINE_CONFIG`, then measures, each as its own
-process tree (wall time; peak memory as the largest sum of the tree's resident sizes, sampled every
-20 ms):
+process tree after one untimed warm-up (wall time; CPU time of the tree; peak memory as the largest sum
+of the tree's resident sizes, sampled every 20 ms):
 
 - import: `python -c "import dagster"`, the start-up every Dagster command pays before it does anything;
 - job: `dagster asset materialize -m data_engine.definitions --select predictions,empty_frames,review_candidates
-  --partition <day>|municipals`, the documented command (its step runs in a child process);
+  --partition <day>|municipals`, the documented command (one step, in the command's process);
 - query: `selection_job_query.sql`, one DuckDB query written by hand for this fleet config, in a bare
   Python process (duckdb and pyarrow only), returning the same candidates with their predictions;
 - product query: the job's own `sql/selected_candidates.sql` for the day, rendered for DuckDB and run
   once in a bare process (no Dagster, no summaries): a second single-query baseline.
 
 The job's figures are taken net of the import's (time and memory), and compared with the faster single
-query (time) and the smaller (memory). All must return the same frames in the same priority order with the
+query of the same round (time; the median over rounds) and the smaller (memory). All must return the same frames in the same priority order with the
 same predictions, or the benchmark fails. Target (issue 14): the job within 1.5x of the query in time and
 memory. Reported, not asserted.
 """
