@@ -75,10 +75,11 @@ def _statements(config):
             yield f"{statement}/{model_name}", queries.checked_query(statement, model_name, model, DAY)
         for statement in ("review_candidates", "selected_candidates"):
             yield f"{statement}/{model_name}", queries.review_candidates_query(model_name, model, DAY, statement)
-        # The selection step's one statement: the three above combined, their shared CTEs computed once.
-        yield f"selection/{model_name}", queries.selection_query(
-            model_name, model, DAY, ["prediction_summary", "empty_frame_summary", "selected_candidates"]
-        )
+    # The selection step's one statement: the three above combined, their shared CTEs computed once (one
+    # model: each part is compared for every model above, and the emulator runs it slowly).
+    yield "selection/municipals", queries.selection_query(
+        "municipals", config.models["municipals"], DAY, ["prediction_summary", "empty_frame_summary", "selected_candidates"]
+    )
 
 
 def test_every_sql_file_is_covered():
@@ -102,7 +103,7 @@ def test_bigquery_and_duckdb_return_the_same_rows(warehouses):
         assert on_duckdb.column_names == on_bigquery.column_names, name
         assert _normalized(on_duckdb) == _normalized(on_bigquery), name
         checked += 1
-    assert checked == 16
+    assert checked == 15
 
 
 def test_fixture_exercises_every_filter_and_drop(warehouses):
