@@ -4,6 +4,7 @@ fake CVAT server (data_engine_tests.cvat_server) on loopback."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from data_engine.defs.labels import build_label_defs
 from data_engine.defs.profiles import resources_for
 from data_engine.defs.review import build_review_defs
 from data_engine.defs.selection import build_selection_defs
+from data_engine.labels import LabelStore
 from data_engine.settings import current_settings
 from data_engine_tests.conftest import REVIEW_PARTITION, TEST_FLEET
 from data_engine_tests.cvat_server import ApiError, FakeCvatState, running_cvat_server
@@ -168,12 +170,33 @@ def test_crash_before_task_creation_then_retry(review_env, server):
     message = str(failed.get_step_failure_events()[0].event_specific_data.error)
     assert NAMES[1] in message and "POST /api/tasks" in message
     assert [t.name for t in our_tasks(server.state)] == NAMES[:1]
+    # each batch's frame record is written before its task is made
+    records = LabelStore.local(review_env / "labels").objects
+    assert records.list("") == [f"municipals/review_batches/{name}.json" for name in NAMES[:2]]
+    second = records.get(f"municipals/review_batches/{NAMES[1]}.json")
 
     server.state.create_task = original
     server.state.clear_log()
     materialize_review_tasks(resources)
     assert server.state.count_requests("POST", r"^/api/tasks$") == 2
     assert_complete_and_unique(server, review_env)
+    assert records.list("") == [f"municipals/review_batches/{name}.json" for name in NAMES]
+    assert records.get(f"municipals/review_batches/{NAMES[1]}.json") == second  # the retry wrote the same record
+
+
+def test_a_stale_batch_record_is_replaced_once_the_task_holds_the_planned_frames(review_env, server):
+    """A batch made earlier with other frames (candidates re-selected, the old task deleted as CVAT's message
+    says): its old record stays until the new task holds the planned frames, then it is replaced."""
+    records = LabelStore.local(review_env / "labels").objects
+    key = f"municipals/review_batches/{NAMES[0]}.json"
+    old = {"format": 1, "model": "municipals", "name": NAMES[0], "frames": [{"name": "gone.jpg", "uri": "s3://b/gone.jpg"}]}
+    records.put(key, json.dumps(old).encode())
+    materialize_review_tasks({**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)})
+    rows = pq.read_table(review_env / "objects/assets/review_tasks/municipals" / f"{DAY}.parquet").to_pylist()
+    record = json.loads(records.get(key))
+    assert [(f["name"], f["uri"]) for f in record["frames"]] == [
+        (r["frame_name"], r["frame_uri"]) for r in rows if r["task_name"] == NAMES[0]
+    ]
 
 
 def test_crash_after_creation_before_data_then_retry(review_env, server):

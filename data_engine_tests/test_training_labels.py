@@ -6,6 +6,7 @@ instance) or a local folder; faults, checks, the YOLO export and the rollback CL
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -140,6 +141,14 @@ def test_a_reviewed_task_flows_through_the_sensor_into_a_label_version_on_s3(pro
     tasks = our_tasks(server.state)
     assert [t.name for t in tasks] == NAMES and tasks[0].cloud_storage_id == 7
     first, second, third = (t.id for t in tasks)
+    made_with = frame_uris_of_s3(client, bucket, fleet, [first, second])
+    # each batch recorded its frames beside the label versions: name -> URI, camera, capture time
+    record = json.loads(client.get_object(Bucket=bucket, Key=f"labels/{MODEL}/review_batches/{NAMES[0]}.json")["Body"].read())
+    assert {f["uri"] for f in record["frames"]} == frame_uris_of_s3(client, bucket, fleet, [first])
+    assert all(f["camera_id"] and f["captured_at"] for f in record["frames"])
+    # exports map back through those records alone: the day's asset files are never read
+    for asset in ("review_tasks", "review_candidates"):
+        client.delete_object(Bucket=bucket, Key=f"{fleet['storage']['s3_prefix']}/assets/{asset}/{MODEL}/{DAY}.parquet")
 
     cursor = tick(defs, prod_instance, None).cursor
     accept(server, [first, second])
@@ -157,10 +166,10 @@ def test_a_reviewed_task_flows_through_the_sensor_into_a_label_version_on_s3(pro
     assert manifest["parent"] is None
     assert sorted(t["task_id"] for t in manifest["merged_tasks"]) == sorted([str(first), str(second)])
     coco = store.label_set(MODEL, version)
-    assert {i["file_name"] for i in coco["images"]} == frame_uris_of_s3(client, bucket, fleet, [first, second])
+    assert {i["file_name"] for i in coco["images"]} == made_with
     assert manifest["counts"]["images"] == 16 == manifest["counts"]["images_added"]
     assert manifest["counts"]["annotations"] == shapes_of(server, [first, second]) == len(coco["annotations"]) > 0
-    assert all(i.get("camera_id") and i.get("captured_at") for i in coco["images"])  # from review_candidates
+    assert all(i.get("camera_id") and i.get("captured_at") for i in coco["images"])  # from the batch records
     assert [c["name"] for c in coco["categories"]] == CLASSES
 
     # what the UI shows: metadata and one passed evaluation per check, for the partition
@@ -193,7 +202,8 @@ def test_a_reviewed_task_flows_through_the_sensor_into_a_label_version_on_s3(pro
     reopen(server, first)
     cursor = tick(defs, prod_instance, result.cursor).cursor
     accept(server, [first], drop_shapes=2)
-    (request,) = tick(defs, prod_instance, cursor).run_requests
+    result = tick(defs, prod_instance, cursor)
+    (request,) = result.run_requests
     assert run_request(defs, prod_instance, request).success
     newer = store.latest(MODEL).version
     assert store.versions(MODEL) == [version, newer]
@@ -203,6 +213,42 @@ def test_a_reviewed_task_flows_through_the_sensor_into_a_label_version_on_s3(pro
     assert counts["annotations"] == manifest["counts"]["annotations"] - 2 == shapes_of(server, [first, second])
     assert len({i["file_name"] for i in store.label_set(MODEL, newer)["images"]}) == 16
     assert third not in {int(t) for t in store.manifest(MODEL, newer)["tasks"]}
+
+    # a task a person made by hand in CVAT (through the API, as the UI does) from cloud-storage frames,
+    # named to match the model's task_name_pattern: it has no batch record, its frame names are the bucket's keys
+    keys = ["site-9/cam-42/20261130T101500.jpg", "site-9/cam-42/20261130T101600.jpg"]
+    hand_made = make_task_by_hand(server, f"data-engine-{MODEL}-2026-11-30-901", keys, box_class=CLASSES[0])
+    (request,) = tick(defs, prod_instance, result.cursor).run_requests
+    assert run_request(defs, prod_instance, request).success
+    latest = store.latest(MODEL).version
+    assert str(hand_made) in store.manifest(MODEL, latest)["tasks"]
+    images = {i["file_name"]: i["id"] for i in store.label_set(MODEL, latest)["images"]}
+    assert {f"s3://demo-frames/{key}" for key in keys} <= set(images) and len(images) == 18
+    boxed = {a["image_id"] for a in store.label_set(MODEL, latest)["annotations"]}
+    assert images[f"s3://demo-frames/{keys[0]}"] in boxed
+
+
+def make_task_by_hand(server, name: str, keys: list[str], box_class: str) -> int:
+    """What a person does in CVAT: a task in the model's project with frames from cloud storage 7, one box
+    drawn on the first frame, then reviewed and accepted."""
+    from cvat_sdk import make_client
+    from cvat_sdk.api_client import models
+
+    project = next(iter(server.state.projects.values()))
+    with make_client(server.url, access_token=server.token) as client:
+        task, _ = client.api_client.tasks_api.create(models.TaskWriteRequest(name=name, project_id=project.id, segment_size=10))
+        started, _ = client.api_client.tasks_api.create_data(
+            task.id, data_request=models.DataRequest(image_quality=70, server_files=keys, cloud_storage_id=7, sorting_method="predefined")
+        )
+        client.wait_for_completion(started.rq_id, status_check_period=0.01)
+        labels, _ = client.api_client.labels_api.list(project_id=project.id)
+        label_id = next(label.id for label in labels.results if label.name == box_class)
+        box = models.LabeledShapeRequest(type="rectangle", frame=0, label_id=label_id, points=[10.0, 10.0, 60.0, 50.0])
+        client.api_client.tasks_api.partial_update_annotations(
+            "create", task.id, patched_labeled_data_request=models.PatchedLabeledDataRequest(shapes=[box])
+        )
+    server.state.complete_task(task.id)
+    return task.id
 
 
 def frame_uris_of_s3(client, bucket, fleet, task_ids) -> set[str]:
@@ -238,6 +284,8 @@ def test_failed_broken_or_hanging_exports_write_nothing_and_say_why(review_env, 
     defs = local_defs(server, home, label_stores=stores, request_deadline_s=0.3)
     with dg.instance_for_test() as instance:
         make_review_tasks(defs, instance)
+        records = store.objects.list("")  # the batches' frame records, written by review_tasks
+        assert records == [f"{MODEL}/review_batches/{name}.json" for name in NAMES]
         first = our_tasks(server.state)[0].id
         cursor = tick(defs, instance, None).cursor
         accept(server, [first])
@@ -256,7 +304,7 @@ def test_failed_broken_or_hanging_exports_write_nothing_and_say_why(review_env, 
             assert not failed.success
             message = failure_message(failed)
             assert f"task {first}" in message and all(w in message for w in words), message
-            assert store.latest(MODEL) is None and store.objects.list("") == [], "a failed merge wrote something"
+            assert store.latest(MODEL) is None and store.objects.list("") == records, "a failed merge wrote something"
             assert failed.asset_materializations_for_node("yolo_dataset") == []
         with server.state.lock:  # the hung export's worker is killed; CVAT would otherwise reuse the request
             for hung in server.state.requests.values():
@@ -272,14 +320,15 @@ def test_failed_broken_or_hanging_exports_write_nothing_and_say_why(review_env, 
         assert fixed.success and len(store.versions(MODEL)) == 1
         assert store.manifest(MODEL, store.latest(MODEL).version)["counts"]["images"] == 8
 
-        # a task whose day has no review_tasks output cannot have its frames mapped back
+        # a task with no batch record (made before records existed, or by hand) and uploaded frames cannot
+        # have its frames mapped back: the run says how to recover
         project = next(iter(server.state.projects.values()))
         stray = server.state.create_task(f"data-engine-{MODEL}-2026-11-23-001", project_id=project.id, frames=["a.jpg"], segment_size=2)
         server.state.complete_task(stray.id)
         (late,) = tick(defs, instance, merge_tick.cursor).run_requests
         failed = run_request(defs, instance, late, raise_on_error=False)
         message = failure_message(failed)
-        assert "review_tasks of 2026-11-23|municipals" in message and "materialize review_tasks" in message
+        assert f"task {stray.id}" in message and "no batch record at" in message and "materialize" in message
         assert len(store.versions(MODEL)) == 1
 
 
@@ -490,7 +539,7 @@ def test_a_task_that_cannot_be_merged_is_reported_and_never_blocks_the_others(re
         make_review_tasks(defs, instance)
         first = our_tasks(server.state)[0].id
         project = next(iter(server.state.projects.values()))
-        # made by hand for a day review_tasks never ran: its frames cannot be mapped back to frame URIs
+        # made by hand from uploaded files: no batch record, no cloud storage, so no way back to frame URIs
         stray = server.state.create_task(f"data-engine-{MODEL}-2026-11-23-001", project_id=project.id, frames=["a.jpg"], segment_size=2)
         cursor = tick(defs, instance, None).cursor
         accept(server, [first, stray.id])
@@ -500,4 +549,4 @@ def test_a_task_that_cannot_be_merged_is_reported_and_never_blocks_the_others(re
         manifest = store.manifest(MODEL, store.latest(MODEL).version)
         assert set(manifest["tasks"]) == {str(first)} and manifest["counts"]["images"] == 8
         skipped = metadata_of(merged, "training_labels")["tasks_skipped"]
-        assert f"| {stray.id} |" in skipped and "cannot be merged" in skipped and "materialize review_tasks for that partition" in skipped
+        assert f"| {stray.id} |" in skipped and "cannot be merged" in skipped and "no batch record at" in skipped

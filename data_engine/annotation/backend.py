@@ -34,6 +34,8 @@ class TaskFrame:
     width: int
     height: int
     boxes: tuple[Box, ...] = ()
+    camera_id: str | None = None  # what the splits group by, kept in the batch's record
+    captured_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,12 @@ class AnnotationBackend(ABC):
         """The task's annotations as a COCO 1.0 export zip, without images (the tool's frame names as
         file_name). Waits for the export with an outer deadline (RequestTimeout); a failed export
         raises AnnotationError naming the task and the tool's request."""
+
+    def cloud_frame_uris(self, task_id: int) -> dict[str, str] | None:
+        """Frame name -> frame URI of a task whose frames the tool reads from a bucket (their names are the
+        bucket's keys), as the tool itself says; None for a task of uploaded frames. Lets a task made by hand,
+        which has no batch record, map back."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional
         pass

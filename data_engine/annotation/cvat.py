@@ -64,6 +64,10 @@ MAX_PAGES = 200
 EXPORT_FORMAT = "COCO 1.0"
 
 
+# CVAT cloud storage provider -> the frame URIs' scheme.
+CLOUD_SCHEMES = {"AWS_S3_BUCKET": "s3", "GOOGLE_CLOUD_STORAGE": "gs"}
+
+
 def classify(error: BaseException) -> Transient | None:
     """Transient: HTTP 429 and 5xx (with the server's Retry-After), dropped connections, timeouts."""
     if isinstance(error, ApiException):
@@ -365,12 +369,15 @@ class CvatBackend(AnnotationBackend):
             response = DataUploader(self.client).upload_files(url, paths, **data)
             return json.loads(response.data)["rq_id"]
 
-    def _check_storage(self, storage_id: int, where: str, plan: TaskPlan) -> None:
+    def _storage(self, storage_id: int, where: str) -> Any:
         if storage_id not in self._storages:
             self._storages[storage_id] = self._call(
                 f"{where}: GET /api/cloudstorages/{storage_id}", self.api.cloudstorages_api.retrieve, storage_id
             )
-        storage = self._storages[storage_id]
+        return self._storages[storage_id]
+
+    def _check_storage(self, storage_id: int, where: str, plan: TaskPlan) -> None:
+        storage = self._storage(storage_id, where)
         buckets = {cloud_key(frame.uri)[0] for frame in plan.frames}
         if buckets != {storage.resource}:
             raise AnnotationError(
@@ -511,6 +518,21 @@ class CvatBackend(AnnotationBackend):
         return [shape for shape in auto if shape.id not in removed], len(extra)
 
     # --- export ---------------------------------------------------------------------------------
+
+    def cloud_frame_uris(self, task_id: int) -> dict[str, str] | None:
+        """A cloud-storage task's frames are named by their keys in the storage's bucket: s3://bucket/key
+        (gs:// for Google Cloud Storage). None for uploaded frames or another provider (Azure)."""
+        where = f"task {task_id}"
+        task = self._call(f"{where}: GET /api/tasks/{task_id}", self.api.tasks_api.retrieve, task_id)
+        storage_id = getattr(task, "data_cloud_storage_id", None)
+        if storage_id is None:
+            return None
+        storage = self._storage(storage_id, where)
+        scheme = CLOUD_SCHEMES.get(str(storage.provider_type))
+        if scheme is None:
+            return None
+        meta = self._call(f"{where}: GET /api/tasks/{task_id}/data/meta", self.api.tasks_api.retrieve_data_meta, task_id)
+        return {frame.name: f"{scheme}://{storage.resource}/{frame.name}" for frame in meta.frames}
 
     def export_task_coco(self, task_id: int) -> bytes:
         """POST /api/tasks/{id}/dataset/export (COCO 1.0, save_images=false), poll the request with the

@@ -1,36 +1,43 @@
 """The exports of reviewed tasks, fetched from the annotation tool and handed to `data_engine.labels`,
-which never calls a tool itself."""
+which never calls a tool itself.
+
+A task's frame names map back to frame URIs through the review batch's own record (written when the batch
+was made, `batch_record`); a task with no record whose frames come from a cloud storage (made by hand in
+CVAT, say) maps back through the bucket's keys, which are its frame names.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from data_engine.annotation import batch_record
 from data_engine.annotation.backend import AnnotationBackend, AnnotationError
 from data_engine.labels.coco import ExportError, TaskExport
-from data_engine.labels.reviewed import DayRows, reviewed_task_export, task_day
+from data_engine.labels.reviewed import reviewed_task_export
+
+if TYPE_CHECKING:
+    from data_engine.objectstore import ObjectStore
 
 
 def collect_reviewed_exports(
     backend: AnnotationBackend,
+    records: ObjectStore,
     model: str,
     pending: Sequence[Mapping[str, Any]],
-    load_day: Callable[[str], DayRows],
     logger: logging.Logger | None = None,
 ) -> tuple[list[TaskExport], list[dict[str, Any]], list[str]]:
     """The pending tasks' exports, the tasks skipped (task_id, name, reason), and the errors of tasks that
-    cannot be merged (each names the task and the fix).
+    cannot be merged (each names the task and the fix). `records` is the store of the batch records.
 
     Only tasks still accepted now are exported: one reopened or rejected since (e.g. after a rollback) waits
     for its next acceptance, which the sensor records with a newer updated_date. A task that cannot be
     merged (its export failed or is broken, its frames cannot be mapped back) is skipped too, so it never
     blocks the model's other tasks; it stays pending and is tried again by the next merge.
-    `load_day` runs once per day.
     """
     log = logger or logging.getLogger(__name__)
     current = {task.id: task for task in backend.tasks_by_id([int(t["task_id"]) for t in pending])}
-    days: dict[str, DayRows] = {}
     exports: list[TaskExport] = []
     skipped: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -42,26 +49,31 @@ def collect_reviewed_exports(
             log.warning(f"task {task['task_id']} ({task['name']}) is {reason}: not merged")
             continue
         try:
-            exports.append(_export(backend, model, task, days, load_day))
-        except (ExportError, AnnotationError) as error:
+            exports.append(_export(backend, records, model, task))
+        except (ExportError, AnnotationError, batch_record.BatchRecordError) as error:
             errors.append(str(error))
             skipped.append({"task_id": task["task_id"], "name": task["name"], "reason": f"cannot be merged: {error}"})
             log.warning(f"{error}: not merged; the other tasks go on, this one is tried again by the next merge")
     return exports, skipped, errors
 
 
-def _export(
-    backend: AnnotationBackend, model: str, task: Mapping[str, Any], days: dict[str, DayRows], load_day: Callable[[str], DayRows]
-) -> TaskExport:
-    day = task_day(task["name"]).isoformat()
-    if day not in days:
-        days[day] = load_day(day)
-    frames, candidates, where = days[day]
-    if frames is None:
-        raise ExportError(
-            f"task {task['task_id']} ({task['name']}): review_tasks of {day}|{model} is not at"
-            f" {where}, so its frame names cannot be mapped to frame URIs;"
-            " materialize review_tasks for that partition (it finds the existing tasks by name)"
-        )
-    data = backend.export_task_coco(int(task["task_id"]))
-    return reviewed_task_export(task, data, frames, where, candidates)
+def _export(backend: AnnotationBackend, records: ObjectStore, model: str, task: Mapping[str, Any]) -> TaskExport:
+    task_id, name = int(task["task_id"]), task["name"]
+    record = batch_record.load(records, model, name)
+    if record is not None:
+        mapping, fields = record.frame_uris(), record.frame_fields()
+        made_with = {frame.uri for frame in record.frames}
+        where = f"its batch record {batch_record.describe(records, model, name)}"
+    else:
+        keys = backend.cloud_frame_uris(task_id)
+        if keys is None:
+            raise ExportError(
+                f"task {task_id} ({name}): no batch record at {batch_record.describe(records, model, name)}, and its"
+                " frames are not from a cloud storage, so they cannot be mapped to frame URIs. A task made before batch"
+                " records existed gets its record when review_tasks of its day and model is materialized again (it finds"
+                " the task by name and changes nothing in it); a task made by hand must take its frames from a cloud storage"
+            )
+        mapping, fields, made_with = keys | batch_record.unambiguous_stems(keys), None, set(keys.values())
+        where = "its cloud storage (frame names are the bucket's keys)"
+    data = backend.export_task_coco(task_id)
+    return reviewed_task_export(task, data, mapping, made_with, where, fields)

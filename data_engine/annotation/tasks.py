@@ -73,6 +73,8 @@ def plan_tasks(
                 width=int(row["image_width"]),
                 height=int(row["image_height"]),
                 boxes=tuple(_boxes(row.get("predictions") or [])),
+                camera_id=str(row["camera_id"]) if row.get("camera_id") else None,
+                captured_at=row.get("captured_at"),
             )
             for position, row in enumerate(chunk)
         )

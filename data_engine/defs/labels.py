@@ -59,15 +59,6 @@ def _read_rows(store: "ObjectStore", key: str, columns: list[str] | None = None)
     return pq.read_table(io.BytesIO(data), columns=columns).to_pylist()
 
 
-def _review_day_rows(objects: "ObjectStore", model: str, day: str) -> tuple[list | None, list, str]:
-    """One model-day's review_tasks and review_candidates rows, where the IO manager wrote them."""
-    key = dg.MultiPartitionKey({"date": day, "model": model})
-    frames_key = output_key(dg.AssetKey("review_tasks"), key)
-    frames = _read_rows(objects, frames_key)
-    candidates = _read_rows(objects, output_key(dg.AssetKey("review_candidates"), key), columns=["frame_uri", "camera_id", "captured_at"])
-    return frames, candidates or [], objects.describe(frames_key)
-
-
 def _check_results(coco: dict, counts: dict, classes: list[str], labels_config, version: str | None) -> list[dg.AssetCheckResult]:
     from data_engine.labels import change_problems, validate_label_set
 
@@ -154,9 +145,7 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             exports, skipped, errors = [], [], []
             if pending:
                 with annotation.open(logger=context.log) as backend:
-                    exports, skipped, errors = collect_reviewed_exports(
-                        backend, model, pending, lambda day: _review_day_rows(objects, model, day), logger=context.log
-                    )
+                    exports, skipped, errors = collect_reviewed_exports(backend, store.objects, model, pending, logger=context.log)
             if skipped:
                 metadata["tasks_skipped"] = markdown_table(skipped)
             if errors and not exports:

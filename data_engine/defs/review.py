@@ -16,7 +16,7 @@ from data_engine.defs.io_manager import output_key
 from data_engine.defs.labels import LABEL_MERGE_JOB, merge_tags
 from data_engine.defs.metadata import markdown_table
 from data_engine.defs.partitions import daily_model_partitions, model_and_day, model_partitions
-from data_engine.defs.resources import ObjectStoreResource
+from data_engine.defs.resources import LabelStoreResource, ObjectStoreResource
 
 if TYPE_CHECKING:
     from data_engine.annotation.review_scan import ReviewedTask
@@ -105,12 +105,17 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         kinds={"parquet"},
         automation_condition=review_automation(fleet) if automatic else None,
     )
-    def review_tasks(context: dg.AssetExecutionContext, annotation: AnnotationResource, review_candidates) -> dg.Output:
-        """The day's review candidates as pre-annotated CVAT tasks in the model's project, one row per
-        task frame (task id and name, frame index and name, frame URI). Re-running resumes: tasks are
-        found by name, and only missing data, assignees and pre-annotations are added."""
+    def review_tasks(
+        context: dg.AssetExecutionContext, annotation: AnnotationResource, label_stores: LabelStoreResource, review_candidates
+    ) -> dg.Output:
+        """The day's review candidates as pre-annotated tasks in the model's project, one row per task frame
+        (task id and name, frame index and name, frame URI). Each task's frame record (name -> frame URI,
+        camera, capture time) is written beside the label versions before the task is made, so its export
+        maps back by itself. Re-running resumes: tasks are found by name, and only missing data, assignees
+        and pre-annotations are added."""
         import pyarrow as pa
 
+        from data_engine.annotation import batch_record
         from data_engine.annotation.tasks import plan_tasks, task_settings
 
         model, day = model_and_day(context)
@@ -133,11 +138,16 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
             )
         plans = plan_tasks(model, day, review_config, candidates, upload=upload)
         settings = task_settings(review_config, upload=upload)
+        records = label_stores.open(model).objects
         outcomes = []
         with annotation.open(logger=context.log) as backend:
             project = backend.ensure_project(review_config.project_name_for(model), list(fleet.models[model].classes))
             for plan in plans:
+                record = batch_record.BatchRecord.of(model, plan.name, plan.frames)
+                stale = batch_record.write_before_creation(records, record)
                 outcome = backend.ensure_task(project, plan, settings)
+                if stale:  # the task holds exactly the plan's frames now (the backend checks that)
+                    batch_record.replace(records, record)
                 context.log.info(
                     f"{plan.name}: task {outcome.task_id}, {outcome.frames} frames, {outcome.shapes_total} auto shapes"
                     f" ({', '.join(outcome.steps) or 'nothing to do'})"
