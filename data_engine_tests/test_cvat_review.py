@@ -42,7 +42,7 @@ def fast_cvat(server, home: Path | None, **overrides) -> CvatResource:
     settings = dict(
         url=server.url,
         access_token=server.token,
-        objects_root=str(home / "objects") if home else None,
+        objects_root=str(home / "objects") if home else "",
         retry_base_delay_s=0.01,
         poll_period_s=0.01,
         late_write_settle_s=0.05,
@@ -377,20 +377,22 @@ def test_sensor_requests_one_run_per_model_and_the_job_records_tasks(local_env, 
         ens = pq.read_table(local_env / "objects/assets/reviewed_tasks/ENS.parquet").to_pylist()
         assert [r["task_id"] for r in ens] == [e1.id]
 
-        # a downstream asset (the label merge of issue 4) loads it through the IO manager
+        # a downstream asset (like training_labels) gets the record as an input: ReviewedTasks, oldest review first
         config = load_fleet_config()
         seen = {}
 
         @dg.asset(partitions_def=dg.StaticPartitionsDefinition(list(config.models)))
         def label_merge_stand_in(reviewed_tasks) -> dg.MaterializeResult:
-            seen["ids"] = reviewed_tasks["task_id"].to_pylist()
+            seen["ids"] = [task.task_id for task in reviewed_tasks]
+            seen["dates"] = [task.updated_date for task in reviewed_tasks]
             return dg.MaterializeResult()
 
         dg.materialize(
             [*build_review_defs(config).assets, *build_selection_defs(config).assets, label_merge_stand_in],
             selection=["label_merge_stand_in"], partition_key="municipals", resources=resources,
         )
-        assert seen["ids"] == [m1.id, m2.id]
+        assert seen["ids"] == [m1.id, m2.id] and seen["dates"] == sorted(seen["dates"])
+        assert seen["dates"][0] == state.tasks[m1.id].updated_date
         # the token never reaches the event log (logs, metadata, run config)
         runs = instance.get_runs()
         assert runs

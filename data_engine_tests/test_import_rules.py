@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import dagster as dg
+
 PACKAGE = Path(__file__).resolve().parents[1] / "data_engine"
 DAGSTER_LAYER = {PACKAGE / "defs", PACKAGE / "definitions.py"}
 
@@ -38,3 +40,15 @@ def test_labels_import_nothing_from_annotation():
         for p in modules(PACKAGE / "labels")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_asset_graph_shows_the_review_data_flow():
+    """training_labels reads the record of reviewed tasks as a declared input (not by rebuilding another
+    asset's path), and no asset of the Dagster layer reads review_tasks' or review_candidates' files."""
+    from data_engine.config import load_fleet_config
+    from data_engine.defs.labels import build_label_defs
+
+    (training_labels,) = [a for a in build_label_defs(load_fleet_config()).assets if a.key == dg.AssetKey("training_labels")]
+    assert dict(training_labels.keys_by_input_name) == {"reviewed_tasks": dg.AssetKey("reviewed_tasks")}
+    readers = [p.name for p in modules(PACKAGE / "defs") if "output_key(" in p.read_text() and p.name != "io_manager.py"]
+    assert readers == ["review.py"]  # reviewed_tasks writes its own record by a conditional write

@@ -35,3 +35,14 @@ def test_run_config_cannot_redirect_a_location(local_env: Path, monkeypatch, cas
     [field] = config
     assert f'unexpected config entry "{field}"' in str(raised.value)
     assert not local_env.exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize("field, value", [("url", "http://elsewhere.example"), ("org", "other-org"), ("objects_root", "/etc")])
+def test_run_config_cannot_redirect_cvat(local_env: Path, monkeypatch, field: str, value: str):
+    """Where the CVAT token goes, which organization it acts in, and which files are uploaded."""
+    monkeypatch.setenv("CVAT_URL", "http://cvat.invalid")
+    monkeypatch.setenv("CVAT_ACCESS_TOKEN", "unused")
+    job = build_definitions().resolve_job_def("label_merge_job")
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError) as raised:
+        job.execute_in_process(partition_key="municipals", instance=instance, run_config={"resources": {"annotation": {"config": {field: value}}}})
+    assert f'unexpected config entry "{field}"' in str(raised.value)

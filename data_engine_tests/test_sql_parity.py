@@ -146,13 +146,13 @@ def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emul
     config, _, bq = warehouses
     at = dt.datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=dt.timezone.utc)
     tasks = [
-        TaskSnapshot(1, "data-engine-municipals-2026-11-24-001", at, 3, 8, 3, 3),  # reviewed
-        TaskSnapshot(2, "data-engine-municipals-2026-11-24-002", at, 3, 8, 3, 2),  # a job not accepted
-        TaskSnapshot(3, "ens-review-ENS-2026-11-24-001", at + dt.timedelta(microseconds=1), None, 50, 1, 1),
-        TaskSnapshot(4, "someone-else", at, 9, 1, 1, 1),  # no model
-        TaskSnapshot(5, "data-engine-municipals-2026-11-24-003", at, 3, 0, 0, 0),  # no jobs yet
-        TaskSnapshot(6, "hand-made-1", at, 3, 4, 2, 2),  # two models
-        TaskSnapshot(7, "data-engine-municipals-2026-11-24-1", at, 3, 4, 2, 2),  # not the naming scheme
+        TaskSnapshot(1, "data-engine-municipals-2026-11-24-001", at, 3, 8, True),  # reviewed
+        TaskSnapshot(2, "data-engine-municipals-2026-11-24-002", at, 3, 8, False),  # not accepted
+        TaskSnapshot(3, "ens-review-ENS-2026-11-24-001", at + dt.timedelta(microseconds=1), None, 50, True),
+        TaskSnapshot(4, "someone-else", at, 9, 1, True),  # no model
+        TaskSnapshot(5, "data-engine-municipals-2026-11-24-003", at, 3, 0, False),  # no data yet
+        TaskSnapshot(6, "hand-made-1", at, 3, 4, True),  # two models
+        TaskSnapshot(7, "data-engine-municipals-2026-11-24-1", at, 3, 4, True),  # not the naming scheme
     ]
     patterns = {m: c.annotation.task_name_pattern_for(m) for m, c in config.models.items()}
     patterns_both = {**patterns, "hand": "^hand-made-", "made": "made-[0-9]$"}
@@ -162,11 +162,11 @@ def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emul
     bq_emulator.client().create_dataset(dataset, exists_ok=True)
     client = bq.client
     task_fields = [("task_id", "INT64"), ("task_name", "STRING"), ("updated_date", "TIMESTAMP"), ("project_id", "INT64"),
-                   ("frame_count", "INT64"), ("jobs_count", "INT64"), ("jobs_completed", "INT64")]
+                   ("frame_count", "INT64"), ("accepted", "BOOL")]
     for name, fields, rows in (
         ("cvat_tasks", task_fields, [
             {"task_id": t.id, "task_name": t.name, "updated_date": t.updated_date.isoformat(), "project_id": t.project_id,
-             "frame_count": t.frame_count, "jobs_count": t.jobs_count, "jobs_completed": t.jobs_completed} for t in tasks]),
+             "frame_count": t.frame_count, "accepted": t.accepted} for t in tasks]),
         ("cvat_task_name_patterns", [("model", "STRING"), ("pattern", "STRING")],
          [{"model": m, "pattern": p} for m, p in patterns_both.items()]),
     ):

@@ -550,3 +550,57 @@ def test_a_task_that_cannot_be_merged_is_reported_and_never_blocks_the_others(re
         assert set(manifest["tasks"]) == {str(first)} and manifest["counts"]["images"] == 8
         skipped = metadata_of(merged, "training_labels")["tasks_skipped"]
         assert f"| {stray.id} |" in skipped and "cannot be merged" in skipped and "no batch record at" in skipped
+
+
+# --- label-error re-review: frames of a label version sent back for review ------------------------------------
+
+
+def test_frames_sent_back_for_review_get_their_labels_replaced_by_the_accepted_review(review_env, server):
+    store = LabelStore.local(review_env / "labels")
+    defs = local_defs(server, review_env)
+    job = defs.resolve_job_def("label_rereview_job")
+
+    def rereview(**config):
+        return job.execute_in_process(run_config={"ops": {"rereview_batch": {"config": config}}}, instance=instance, raise_on_error=False)
+
+    with dg.instance_for_test() as instance:
+        make_review_tasks(defs, instance)
+        first = our_tasks(server.state)[0].id
+        cursor = tick(defs, instance, None).cursor
+        accept(server, [first])
+        result = tick(defs, instance, cursor)
+        assert run_request(defs, instance, result.run_requests[0]).success
+        version = store.latest(MODEL).version
+        coco = store.label_set(MODEL, version)
+        boxes = {i["file_name"]: sum(a["image_id"] == i["id"] for a in coco["annotations"]) for i in coco["images"]}
+        chosen = [uri for uri, count in boxes.items() if count][:2]
+        made_before = len(server.state.tasks)
+
+        # launchpad config is checked before anything is made, with one message naming each bad entry
+        bad = rereview(model=MODEL, label="check-1", frame_uris=[chosen[0], "s3://nowhere/x.jpg", chosen[0]])
+        message = failure_message(bad)
+        assert not bad.success and "s3://nowhere/x.jpg" in message and "listed twice" in message and version in message
+        unknown_model = rereview(model="nope", label="check-1", frame_uris=chosen)
+        assert not unknown_model.success and "model 'nope' is not in the fleet config" in failure_message(unknown_model)
+        escaped = rereview(model=MODEL, label="../escape", frame_uris=chosen)  # the label becomes an object key
+        (cause,) = [str(e.event_specific_data.error.cause) for e in escaped.get_step_failure_events()]
+        assert not escaped.success and "RereviewConfig\nlabel\n  String should match pattern" in cause
+        assert len(server.state.tasks) == made_before
+
+        # one batch, pre-annotated with the frames' current labels; the same run again makes nothing twice
+        for _ in range(2):
+            made = rereview(model=MODEL, label="check-1", frame_uris=chosen)
+            assert made.success
+        (task,) = [t for t in server.state.tasks.values() if t.name == f"data-engine-{MODEL}-rereview-check-1"]
+        assert task.size == 2 and len(task.shapes) == boxes[chosen[0]] + boxes[chosen[1]]
+        assert json.loads(store.objects.get(f"{MODEL}/review_batches/{task.name}.json"))["frames"][0]["uri"] == chosen[0]
+
+        # the reviewer deletes one box and accepts: the sensor and the merge replace those frames' labels
+        accept(server, [task.id], drop_shapes=1)
+        (request,) = tick(defs, instance, result.cursor).run_requests
+        assert run_request(defs, instance, request).success
+        newer = store.latest(MODEL).version
+        counts = store.manifest(MODEL, newer)["counts"]
+        assert newer != version and str(task.id) in store.manifest(MODEL, newer)["tasks"]
+        assert counts["images"] == len(boxes) and counts["images_replaced"] == 2 and counts["images_added"] == 0
+        assert counts["annotations"] == sum(boxes.values()) - 1

@@ -1,11 +1,11 @@
 -- Which model each CVAT task listed by the review sensor belongs to, and whether it is reviewed.
 -- `cvat_tasks` holds the tasks of one sensor tick (task_id, task_name, updated_date, project_id,
--- frame_count, jobs_count, jobs_completed); `cvat_task_name_patterns` one row per model with its
+-- frame_count, accepted); `cvat_task_name_patterns` one row per model with its
 -- task-name pattern (RE2, from the fleet config). A task matching no pattern (another team's task)
 -- has a NULL model; one matching several patterns is returned once per model, with models_matched > 1,
 -- so the sensor can report it instead of guessing.
--- A task is reviewed when every job is in stage `acceptance` with state `completed`: CVAT derives a
--- job's status `completed` from exactly that pair, and TaskRead.jobs counts the completed jobs.
+-- A task is reviewed when its backend says it is reviewed and accepted (`accepted`: in CVAT every job
+-- in stage acceptance with state completed; in Label Studio every frame submitted).
 WITH matches AS (
   SELECT
     t.task_id,
@@ -13,8 +13,7 @@ WITH matches AS (
     t.updated_date,
     t.project_id,
     t.frame_count,
-    t.jobs_count,
-    t.jobs_completed,
+    t.accepted,
     p.model
   FROM cvat_tasks AS t
   LEFT JOIN cvat_task_name_patterns AS p
@@ -28,6 +27,6 @@ SELECT
   frame_count,
   model,
   COUNT(model) OVER (PARTITION BY task_id) AS models_matched,
-  COALESCE(jobs_count > 0 AND jobs_completed = jobs_count, FALSE) AS reviewed
+  COALESCE(accepted, FALSE) AS reviewed
 FROM matches
 ORDER BY updated_date, task_id, model

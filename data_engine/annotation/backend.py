@@ -88,13 +88,7 @@ class TaskSnapshot:
     updated_date: dt.datetime
     project_id: int | None
     frame_count: int
-    jobs_count: int
-    jobs_completed: int
-
-    @property
-    def accepted(self) -> bool:
-        """Every job reviewed and accepted (stage acceptance, state completed), as sql/cvat_task_models.sql says."""
-        return self.jobs_count > 0 and self.jobs_completed == self.jobs_count
+    accepted: bool  # reviewed and accepted, as the backend's tool defines it
 
 
 @dataclass(frozen=True)

@@ -575,8 +575,9 @@ class CvatBackend(AnnotationBackend):
             updated_date=task.updated_date,
             project_id=task.project_id,
             frame_count=int(task.size or 0),
-            jobs_count=int(task.jobs.count),
-            jobs_completed=int(task.jobs.completed),
+            # every job in stage acceptance with state completed: CVAT derives a job's status `completed`
+            # from exactly that pair, and TaskRead.jobs counts the completed jobs
+            accepted=int(task.jobs.count) > 0 and int(task.jobs.completed) == int(task.jobs.count),
         )
 
     def tasks_updated_after(self, position: TaskPosition | None, limit: int) -> TaskPage:

@@ -376,8 +376,7 @@ class LabelStudioBackend(AnnotationBackend):
             updated_date=max(parse_time(t["updated_at"]) for t in frames),
             project_id=project_id,
             frame_count=len(frames),
-            jobs_count=len(frames),  # one unit of review per frame: reviewed when all are submitted
-            jobs_completed=sum(1 for t in frames if _submitted(t)),
+            accepted=bool(frames) and all(_submitted(t) for t in frames),  # every frame submitted
         )
 
     def tasks_updated_after(self, position: TaskPosition | None, limit: int) -> TaskPage:

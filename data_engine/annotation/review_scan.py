@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from data_engine.annotation.backend import AnnotationBackend, AnnotationError, TaskPosition, TaskSnapshot
+from data_engine.annotation.reviewed_record import ReviewedTask
 from data_engine.config import FleetConfig
 
 if TYPE_CHECKING:
@@ -48,29 +49,6 @@ class ReviewCursor:
         if self.retry:
             data["retry"] = {str(k): v for k, v in sorted(self.retry.items())}
         return json.dumps(data, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class ReviewedTask:
-    """A task reviewed and accepted, as the tool has it: the one shape the sensor, the run's check and the
-    record share."""
-
-    task_id: int
-    name: str
-    updated_date: dt.datetime  # UTC
-    project_id: int | None
-    frame_count: int
-
-
-    @classmethod
-    def of(cls, task: TaskSnapshot) -> ReviewedTask:
-        return cls(
-            task_id=task.id,
-            name=task.name,
-            updated_date=task.updated_date.astimezone(dt.timezone.utc),
-            project_id=task.project_id,
-            frame_count=task.frame_count,
-        )
 
 
 @dataclass
@@ -109,8 +87,7 @@ def task_models(tasks: list[TaskSnapshot], patterns: dict[str, str]) -> pa.Table
             "updated_date": pa.array([t.updated_date for t in tasks], pa.timestamp("us", tz="UTC")),
             "project_id": pa.array([t.project_id for t in tasks], pa.int64()),
             "frame_count": pa.array([t.frame_count for t in tasks], pa.int64()),
-            "jobs_count": pa.array([t.jobs_count for t in tasks], pa.int64()),
-            "jobs_completed": pa.array([t.jobs_completed for t in tasks], pa.int64()),
+            "accepted": pa.array([t.accepted for t in tasks], pa.bool_()),
         }
     )
     cvat_task_name_patterns = pa.table(

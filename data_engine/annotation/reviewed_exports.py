@@ -9,11 +9,12 @@ CVAT, say) maps back through the bucket's keys, which are its frame names.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from data_engine.annotation import batch_record
 from data_engine.annotation.backend import AnnotationBackend, AnnotationError
+from data_engine.annotation.reviewed_record import ReviewedTask
 from data_engine.labels.coco import ExportError, TaskExport
 from data_engine.labels.reviewed import reviewed_task_export
 
@@ -25,7 +26,7 @@ def collect_reviewed_exports(
     backend: AnnotationBackend,
     records: ObjectStore,
     model: str,
-    pending: Sequence[Mapping[str, Any]],
+    pending: Sequence[ReviewedTask],
     logger: logging.Logger | None = None,
 ) -> tuple[list[TaskExport], list[dict[str, Any]], list[str]]:
     """The pending tasks' exports, the tasks skipped (task_id, name, reason), and the errors of tasks that
@@ -37,28 +38,28 @@ def collect_reviewed_exports(
     blocks the model's other tasks; it stays pending and is tried again by the next merge.
     """
     log = logger or logging.getLogger(__name__)
-    current = {task.id: task for task in backend.tasks_by_id([int(t["task_id"]) for t in pending])}
+    current = {task.id: task for task in backend.tasks_by_id([task.task_id for task in pending])}
     exports: list[TaskExport] = []
     skipped: list[dict[str, Any]] = []
     errors: list[str] = []
     for task in pending:
-        snapshot = current.get(int(task["task_id"]))
+        snapshot = current.get(task.task_id)
         if snapshot is None or not snapshot.accepted:
             reason = "deleted in the annotation tool" if snapshot is None else "no longer accepted (reopened or rejected)"
-            skipped.append({"task_id": task["task_id"], "name": task["name"], "reason": reason})
-            log.warning(f"task {task['task_id']} ({task['name']}) is {reason}: not merged")
+            skipped.append({"task_id": task.task_id, "name": task.name, "reason": reason})
+            log.warning(f"task {task.task_id} ({task.name}) is {reason}: not merged")
             continue
         try:
             exports.append(_export(backend, records, model, task))
         except (ExportError, AnnotationError, batch_record.BatchRecordError) as error:
             errors.append(str(error))
-            skipped.append({"task_id": task["task_id"], "name": task["name"], "reason": f"cannot be merged: {error}"})
+            skipped.append({"task_id": task.task_id, "name": task.name, "reason": f"cannot be merged: {error}"})
             log.warning(f"{error}: not merged; the other tasks go on, this one is tried again by the next merge")
     return exports, skipped, errors
 
 
-def _export(backend: AnnotationBackend, records: ObjectStore, model: str, task: Mapping[str, Any]) -> TaskExport:
-    task_id, name = int(task["task_id"]), task["name"]
+def _export(backend: AnnotationBackend, records: ObjectStore, model: str, task: ReviewedTask) -> TaskExport:
+    task_id, name = task.task_id, task.name
     record = batch_record.load(records, model, name)
     if record is not None:
         mapping, fields = record.frame_uris(), record.frame_fields()

@@ -16,10 +16,32 @@ from typing import TYPE_CHECKING, Any
 from data_engine.objectstore import PreconditionFailed
 
 if TYPE_CHECKING:
-    from data_engine.annotation.review_scan import ReviewedTask
+    from data_engine.annotation.backend import TaskSnapshot
     from data_engine.objectstore import ObjectStore
 
 MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class ReviewedTask:
+    """A task reviewed and accepted, as the tool has it: the one shape the sensor, the run's check, the
+    record and the merge share (its updated_date stays a datetime; only run config and manifests hold text)."""
+
+    task_id: int
+    name: str
+    updated_date: dt.datetime  # UTC
+    project_id: int | None
+    frame_count: int
+
+    @classmethod
+    def of(cls, task: TaskSnapshot) -> ReviewedTask:
+        return cls(
+            task_id=task.id,
+            name=task.name,
+            updated_date=task.updated_date.astimezone(dt.timezone.utc),
+            project_id=task.project_id,
+            frame_count=task.frame_count,
+        )
 
 
 class RecordContention(RuntimeError):
@@ -33,6 +55,11 @@ class RecordOutcome:
     updated: list[int]  # recorded before, now with a newer updated_date
     forgotten: list[int]  # removed from the record on request
     location: str
+
+    @property
+    def tasks(self) -> list[ReviewedTask]:
+        """The whole record, oldest review first."""
+        return _tasks_of(self.rows)
 
 
 def _record_schema():
@@ -48,6 +75,24 @@ def _record_schema():
             ("recorded_by_run", pa.string()),
         ]
     )
+
+
+def read_reviewed_tasks(store: ObjectStore, key: str) -> list[ReviewedTask]:
+    """The record at `key` (empty when no task was recorded yet), oldest review first."""
+    import pyarrow.parquet as pq
+
+    try:
+        return _tasks_of(pq.read_table(io.BytesIO(store.get(key))).to_pylist())
+    except KeyError:
+        return []
+
+
+def _tasks_of(rows: Iterable[dict[str, Any]]) -> list[ReviewedTask]:
+    tasks = [
+        ReviewedTask(row["task_id"], row["name"], row["updated_date"], row["project_id"], int(row["frame_count"] or 0))
+        for row in rows
+    ]
+    return sorted(tasks, key=lambda task: (task.updated_date, task.task_id))
 
 
 def record_reviewed_tasks(

@@ -48,6 +48,11 @@ def upload_name(position: int, frame_uri: str) -> str:
     return f"{position:06d}_{key.replace('/', '__')}"
 
 
+def frame_name(position: int, frame_uri: str, *, upload: bool) -> str:
+    """A frame's name in its task: for upload (upload_name), or its key in the bucket (the cloud storage)."""
+    return upload_name(position, frame_uri) if upload else cloud_key(frame_uri)[1]
+
+
 def plan_tasks(
     model: str, day: dt.date, config: AnnotationConfig, candidates: Sequence[dict], *, upload: bool
 ) -> list[TaskPlan]:
@@ -69,7 +74,7 @@ def plan_tasks(
         frames = tuple(
             TaskFrame(
                 uri=row["frame_uri"],
-                name=upload_name(position, row["frame_uri"]) if upload else cloud_key(row["frame_uri"])[1],
+                name=frame_name(position, row["frame_uri"], upload=upload),
                 width=int(row["image_width"]),
                 height=int(row["image_height"]),
                 boxes=tuple(_boxes(row.get("predictions") or [])),

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from data_engine.annotation import naming
+
 # Model keys are path segments, S3 key parts, CVAT names and Dagster partition keys at once (DESIGN.md):
 # only these characters, so a key can never climb out of its folder (`..`, `/`) or split a partition key
 # (`|`, `,`). A test checks that nothing Dagster forbids in a partition key can match.
@@ -215,11 +217,6 @@ class LabelsConfig(_Strict):
 _TASK_NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$"
 
 
-def _re2_escape(text: str) -> str:
-    """Escape regex metacharacters the same way for Python, RE2 (BigQuery) and DuckDB."""
-    return "".join("\\" + c if c in r".^$*+?()[]{}|\/" else c for c in text)
-
-
 def _check_pattern(value: str | None) -> str | None:
     """Compile the pattern with the engine that matches it (sql/cvat_task_models.sql on DuckDB, whose
     regexes are RE2 like BigQuery's), so a Python-only regex fails here and not on every sensor tick.
@@ -260,7 +257,9 @@ _CVAT_ONLY_KEYS = tuple(CvatSettings.model_fields)
 class AnnotationConfig(_Strict):
     """How a model's review tasks look in the annotation tool (all optional; defaults suit a small team).
 
-    Task names read `<task_name_prefix>-<model>-<YYYY-MM-DD>-<NNN>`; they are the idempotency key of
+    Task names (`data_engine.annotation.naming`) read `<task_name_prefix>-<model>-<YYYY-MM-DD>-<NNN>` (a
+    day's candidates) or `<task_name_prefix>-<model>-rereview-<label>` (frames of a label version sent back
+    for review); they are the idempotency key of
     task creation, and `task_name_pattern` (RE2 syntax, matched with REGEXP_CONTAINS) tells the review
     sensor which model a task belongs to. Its default matches exactly the names this model creates.
     `backend`, when set, is the tool this model's tasks must go to (a profile with the other one refuses
@@ -276,15 +275,18 @@ class AnnotationConfig(_Strict):
     cvat: CvatSettings = Field(default_factory=CvatSettings)
 
     def project_name_for(self, model: str) -> str:
-        return self.project_name or f"{self.task_name_prefix} {model}"
+        return self.project_name or naming.project_name(self.task_name_prefix, model)
 
     def task_name_pattern_for(self, model: str) -> str:
         if self.task_name_pattern is not None:
             return self.task_name_pattern
-        return rf"^{_re2_escape(self.task_name_prefix)}-{_re2_escape(model)}-[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}-[0-9]{{3,}}$"
+        return naming.batch_name_pattern(self.task_name_prefix, model)
 
     def task_name(self, model: str, day: dt.date, sequence: int) -> str:
-        return f"{self.task_name_prefix}-{model}-{day.isoformat()}-{sequence:03d}"
+        return naming.day_batch_name(self.task_name_prefix, model, day, sequence)
+
+    def rereview_name(self, model: str, label: str) -> str:
+        return naming.rereview_batch_name(self.task_name_prefix, model, label)
 
 
 class BatchTrainingConfig(_Strict):

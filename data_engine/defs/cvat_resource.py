@@ -63,14 +63,17 @@ class AnnotationResource(dg.ConfigurableResource, ABC):
 
 
 class CvatResource(AnnotationResource):
-    """CVAT through cvat-sdk. `url`, `access_token` and `org` come from CVAT_URL, CVAT_ACCESS_TOKEN and
-    CVAT_ORG through dg.EnvVar, so the token is never part of the config Dagster shows or logs."""
+    """CVAT through cvat-sdk. `access_token` comes from CVAT_ACCESS_TOKEN through dg.EnvVar, so the token is
+    never part of the config Dagster shows or logs. Where the token goes (`url`, from CVAT_URL), the
+    organization (`org`, from CVAT_ORG) and the frames' folder are set by the profile, out of the launchpad's
+    reach: run config cannot send the token to another server or upload other files."""
 
-    url: str
+    url: dg.ResourceDependency[str]
     access_token: str
-    org: str | None = None
-    # Local profile: frames are uploaded from these files (annotation.tasks.frame_path) instead of a cloud storage.
-    objects_root: str | None = None
+    org: dg.ResourceDependency[str] = ""
+    # Local profile: frames are uploaded from these files (annotation.tasks.frame_path) instead of a cloud
+    # storage; "": frames come from each model's cloud storage.
+    objects_root: dg.ResourceDependency[str] = ""
     poll_period_s: float = 2.0
     request_deadline_s: float = 900.0
 
@@ -80,11 +83,13 @@ class CvatResource(AnnotationResource):
 
     @property
     def local_frames(self) -> bool:
-        return self.objects_root is not None
+        return bool(self.objects_root)
 
     def open(self, *, quick: bool = False, logger: logging.Logger | None = None) -> "AnnotationBackend":
         from data_engine.annotation.cvat import CvatBackend
 
+        if not self.url:
+            raise dg.Failure("CVAT_URL is not set: set CVAT_URL and CVAT_ACCESS_TOKEN (and CVAT_ORG if needed) where the code location runs")
         retry, timeout = self.client_limits(quick)
         return CvatBackend(
             self.url,

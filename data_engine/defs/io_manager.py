@@ -17,6 +17,10 @@ from data_engine.defs.resources import ObjectStoreResource
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from data_engine.annotation.reviewed_record import ReviewedTask
+
+REVIEWED_TASKS_IO_MANAGER = "reviewed_tasks_io_manager"
+
 
 def output_key(asset_key: dg.AssetKey, partition_key: str | dg.MultiPartitionKey | None) -> str:
     base = "assets/" + "/".join(asset_key.path)
@@ -59,3 +63,20 @@ class ArrowParquetIOManager(dg.ConfigurableIOManager):
                 " materialize it first"
             ) from None
         return pq.read_table(io.BytesIO(data))
+
+
+class ReviewedTasksIOManager(dg.ConfigurableIOManager):
+    """The record of reviewed tasks (`assets/reviewed_tasks/<model>.parquet`) as a real input of the assets
+    downstream of `reviewed_tasks`. The asset writes the record itself, by a conditional write that keeps
+    what concurrent runs of the model add (`reviewed_record`), and returns the record it wrote; writing it
+    here again would lose a concurrent run's tasks, so `handle_output` stores nothing."""
+
+    store: ObjectStoreResource
+
+    def handle_output(self, context: dg.OutputContext, obj: list[ReviewedTask]) -> None:
+        pass  # already stored by the asset's conditional write
+
+    def load_input(self, context: dg.InputContext) -> list[ReviewedTask]:
+        from data_engine.annotation.reviewed_record import read_reviewed_tasks
+
+        return read_reviewed_tasks(self.store.open(), output_key(context.asset_key, _partition_key(context)))

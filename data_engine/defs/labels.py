@@ -1,13 +1,13 @@
-"""Stage 4 of the loop: reviewed CVAT tasks merged into versioned training labels, their checks, and
-the trainer-ready YOLO export.
+"""Stage 4 of the loop: reviewed tasks merged into versioned training labels, their checks, and the
+trainer-ready YOLO export.
 
-Thin: everything about labels comes from `data_engine.labels` (pending tasks, collecting their CVAT
-exports, frame mapping, merge, store, validation, splits, YOLO). This module adds partitions, reading
-asset outputs, metadata, the asset checks, the merge job and its concurrency tag.
+Thin: the merge is `data_engine.annotation.reviewed_merge` (exports from the tool, handed to
+`data_engine.labels`), and labels, checks, splits and YOLO come from `data_engine.labels`. This module adds
+partitions, the record of reviewed tasks as a real input, metadata, the asset checks, the merge job and its
+concurrency tag.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context annotation at definition time.
-import io
 import json
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -16,13 +16,13 @@ import dagster as dg
 
 from data_engine.config import FleetConfig
 from data_engine.defs.cvat_resource import AnnotationResource
-from data_engine.defs.io_manager import output_key
 from data_engine.defs.metadata import markdown_table
 from data_engine.defs.partitions import model_partitions
-from data_engine.defs.resources import LabelStoreResource, ObjectStoreResource
+from data_engine.defs.resources import LabelStoreResource
 
 if TYPE_CHECKING:
-    from data_engine.objectstore import ObjectStore
+    from data_engine.annotation.reviewed_merge import ReviewedMerge
+    from data_engine.labels import LabelStore
 
 GROUP = "labels"
 LABEL_MERGE_JOB = "label_merge_job"
@@ -46,17 +46,6 @@ CHECKS = {
 
 def merge_tags(model: str) -> dict[str, str]:
     return {MERGE_TAG: model}
-
-
-def _read_rows(store: "ObjectStore", key: str, columns: list[str] | None = None) -> list[dict[str, Any]] | None:
-    """A Parquet asset output as rows, or None when that partition was never materialized."""
-    import pyarrow.parquet as pq
-
-    try:
-        data = store.get(key)
-    except KeyError:
-        return None
-    return pq.read_table(io.BytesIO(data), columns=columns).to_pylist()
 
 
 def _check_results(coco: dict, counts: dict, classes: list[str], labels_config, version: str | None) -> list[dg.AssetCheckResult]:
@@ -84,6 +73,53 @@ def _check_results(coco: dict, counts: dict, classes: list[str], labels_config, 
     ]
 
 
+def _merge_metadata(merge: "ReviewedMerge", store: "LabelStore", model: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"reviewed_tasks_recorded": merge.recorded}
+    if merge.skipped:
+        metadata["tasks_skipped"] = markdown_table(merge.skipped)
+    if merge.note:
+        metadata["note"] = merge.note
+    outcome = merge.outcome
+    if outcome is None:
+        metadata |= {"merged_now": False, "tasks_merged": 0}
+    else:
+        names = {str(task.task_id): task for task in merge.pending}
+        merged_rows = [
+            {"task_id": t, "name": names[t].name, "updated_date": names[t].updated_date.isoformat()} for t in outcome.merged_tasks
+        ]
+        metadata |= {
+            "merged_now": outcome.created,
+            "reused_refused_version": outcome.reused,
+            "published": outcome.published,
+            "tasks_merged": len(outcome.merged_tasks),
+            "merged_tasks": markdown_table(merged_rows),
+            "merged_task_ids": dg.MetadataValue.json([int(t) for t in outcome.merged_tasks]),
+            "merge_attempts": outcome.attempts,
+        }
+        if outcome.counts and outcome.counts.skipped_annotations:
+            metadata["skipped_annotations"] = dg.MetadataValue.json(outcome.counts.skipped_annotations)
+    if merge.version is None:
+        return metadata
+    manifest, counts = merge.manifest, merge.manifest["counts"]
+    return metadata | {
+        "label_version": merge.version,
+        "parent_version": manifest.get("parent") or "none",
+        "location": store.describe(model, merge.version),
+        "latest_pointer": store.objects.describe(f"{model}/latest.json"),
+        "images": counts["images"],
+        "annotations": counts["annotations"],
+        "images_added": counts["images_added"],
+        "images_replaced": counts["images_replaced"],
+        "images_removed": counts["images_removed"],
+        "annotations_added": counts["annotations_added"],
+        "annotations_removed": counts["annotations_removed"],
+        # What counts_within_bounds limits; versions older than the count do not have it.
+        **({"annotations_changed": counts["annotations_changed"]} if "annotations_changed" in counts else {}),
+        "tasks_in_version": len(manifest.get("tasks", {})),
+        "counts": markdown_table([{"count": k, "value": v} for k, v in counts.items() if not isinstance(v, dict)], ["count", "value"]),
+    }
+
+
 def build_label_defs(config: FleetConfig) -> dg.Definitions:
     fleet = config
     partitions = model_partitions(fleet)
@@ -95,153 +131,65 @@ def build_label_defs(config: FleetConfig) -> dg.Definitions:
             for name, text in CHECKS.items()
         ]
 
-    @dg.asset(
-        partitions_def=partitions,
-        group_name=GROUP,
-        kinds={"cvat", "json"},
-        deps=[dg.AssetKey("reviewed_tasks")],
-        check_specs=check_specs,
-    )
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"json"}, check_specs=check_specs)
     def training_labels(
         context: dg.AssetExecutionContext,
+        reviewed_tasks: list,
         annotation: AnnotationResource,
-        object_store: ObjectStoreResource,
         label_stores: LabelStoreResource,
     ) -> dg.MaterializeResult:
         """The model's training labels: a new immutable COCO version in the label store for every run that
         merges reviewed tasks (`<root>/<model>/versions/<id>/annotations.json` + `manifest.json`, then the
         `latest.json` pointer moves by a conditional write). Tasks recorded in `reviewed_tasks` and not yet
-        in the latest manifest (or accepted again since) are exported from CVAT as COCO 1.0 without images,
-        their frames mapped back to frame URIs through that day's `review_tasks`, and merged: a re-reviewed
-        frame replaces its old annotations. Nothing pending: the materialization says so and writes nothing.
-        A failed or malformed export fails the run before anything is written. The blocking checks run on
-        a new version before the pointer moves: a version that fails them stays unpublished (trainers never
-        read it) and the run fails; otherwise they run on the version the pointer names."""
+        in the latest manifest (or accepted again since) are exported from the annotation tool as COCO
+        without images, their frames mapped back to frame URIs through each batch's own record, and merged:
+        a re-reviewed frame replaces its old annotations. Nothing pending: the materialization says so and
+        writes nothing. A task that cannot be merged is skipped and reported; when none can be, the run
+        fails naming each. The blocking checks run on a new version before the pointer moves: a version that
+        fails them stays unpublished (trainers never read it) and the run fails; otherwise they run on the
+        version the pointer names."""
         from data_engine.annotation.backend import AnnotationError
-        from data_engine.labels import (
-            ConcurrentMergeError,
-            ExportError,
-            LabelPolicy,
-            LabelStoreError,
-            empty_label_set,
-            merge_reviewed_tasks,
-        )
-        from data_engine.annotation.reviewed_exports import collect_reviewed_exports
-        from data_engine.labels.reviewed import pending_tasks
+        from data_engine.annotation.batch_record import BatchRecordError
+        from data_engine.annotation.reviewed_merge import merge_reviewed
+        from data_engine.labels import ConcurrentMergeError, ExportError, LabelPolicy, LabelStoreError, empty_label_set
         from data_engine.objectstore import ObjectStoreError
 
         model = context.partition_key
         model_config = fleet.models[model]
         classes = list(model_config.classes)
         store = label_stores.open(model)
-        objects = object_store.open()
-        reviewed_key = output_key(dg.AssetKey("reviewed_tasks"), model)
+        gated: list[dg.AssetCheckResult] = []
+
+        def passes_checks(new_version: str, annotations_json: bytes, new_manifest: dict) -> bool:
+            """The checks run on the new version before `latest` moves to it."""
+            gated[:] = _check_results(json.loads(annotations_json), new_manifest["counts"], classes, model_config.labels, new_version)
+            return all(result.passed for result in gated)
+
         try:
-            reviewed = _read_rows(objects, reviewed_key) or []
-            head = store.latest(model)
-            manifest = store.manifest(model, head.version) if head else None
-            pending = pending_tasks(reviewed, manifest["tasks"] if manifest else {})
-            metadata: dict[str, Any] = {"reviewed_tasks_recorded": len(reviewed), "reviewed_tasks_path": objects.describe(reviewed_key)}
-            exports, skipped, errors = [], [], []
-            if pending:
-                with annotation.open(logger=context.log) as backend:
-                    exports, skipped, errors = collect_reviewed_exports(backend, store.objects, model, pending, logger=context.log)
-            if skipped:
-                metadata["tasks_skipped"] = markdown_table(skipped)
-            if errors and not exports:
-                raise ExportError("; ".join(errors))  # nothing mergeable: the run fails, naming each task and the fix
-            if not exports:
-                version = head.version if head else None
-                note = (
-                    f"nothing to merge: the {len(reviewed)} reviewed task(s) recorded are in label version {version}"
-                    if version
-                    else "nothing to merge: no reviewed task recorded yet, and no label version exists"
-                )
-                if skipped:
-                    note += f"; {len(skipped)} recorded task(s) are no longer accepted in the annotation tool"
-                context.log.info(note)
-                metadata |= {"merged_now": False, "note": note, "tasks_merged": 0}
-            else:
-                gated: list[dg.AssetCheckResult] = []
-
-                def passes_checks(new_version: str, annotations_json: bytes, new_manifest: dict) -> bool:
-                    """The checks run on the new version before `latest` moves to it."""
-                    gated[:] = _check_results(
-                        json.loads(annotations_json), new_manifest["counts"], classes, model_config.labels, new_version
-                    )
-                    return all(result.passed for result in gated)
-
-                outcome = merge_reviewed_tasks(
-                    store,
-                    model,
-                    exports,
-                    classes,
-                    LabelPolicy.from_config(model_config.labels),
-                    created_by=f"dagster run {context.run.run_id}",
-                    gate=passes_checks,
-                )
-                version = outcome.version
-                if not outcome.published:
-                    again = " again (the same merge as a run before: nothing new written)" if outcome.reused else ""
-                    note = (
-                        f"label version {version} failed its checks{again} and was not published: latest still names"
-                        f" {outcome.parent or 'no version'}; fix the reviews (or the config bounds) and re-run"
-                    )
-                    context.log.error(note)
-                    metadata["note"] = note
-                names = {str(task["task_id"]): task for task in pending}
-                merged_rows = [
-                    {"task_id": t, "name": names[t]["name"], "updated_date": names[t]["updated_date"]} for t in outcome.merged_tasks
-                ]
-                metadata |= {
-                    "merged_now": outcome.created,
-                    "reused_refused_version": outcome.reused,
-                    "published": outcome.published,
-                    "tasks_merged": len(outcome.merged_tasks),
-                    "merged_tasks": markdown_table(merged_rows),
-                    "merged_task_ids": dg.MetadataValue.json([int(t) for t in outcome.merged_tasks]),
-                    "merge_attempts": outcome.attempts,
-                }
-                if outcome.counts and outcome.counts.skipped_annotations:
-                    metadata["skipped_annotations"] = dg.MetadataValue.json(outcome.counts.skipped_annotations)
-            if version is None:
-                manifest, counts = {}, {}
-            else:
-                if version != (head.version if head else None):  # a version newer than the head read above
-                    manifest = store.manifest(model, version)
-                counts = manifest["counts"]
-            if exports and outcome.created:
+            merge = merge_reviewed(
+                lambda: annotation.open(logger=context.log),
+                store,
+                model,
+                reviewed_tasks,
+                classes,
+                LabelPolicy.from_config(model_config.labels),
+                created_by=f"dagster run {context.run.run_id}",
+                gate=passes_checks,
+                logger=context.log,
+            )
+            if merge.outcome is not None and merge.outcome.created:
                 check_results = gated  # the merge's gate checked the new version before publishing it
             else:
-                coco = store.label_set(model, version) if version else empty_label_set(classes)
-                check_results = _check_results(coco, counts, classes, model_config.labels, version)
-        except (AnnotationError, ExportError, LabelStoreError, ConcurrentMergeError, ObjectStoreError) as error:
+                coco = store.label_set(model, merge.version) if merge.version else empty_label_set(classes)
+                check_results = _check_results(coco, merge.manifest.get("counts", {}), classes, model_config.labels, merge.version)
+        except (AnnotationError, BatchRecordError, ExportError, LabelStoreError, ConcurrentMergeError, ObjectStoreError) as error:
             raise dg.Failure(description=str(error)) from error
-
-        if version is not None:
-            metadata |= {
-                "label_version": version,
-                "parent_version": manifest.get("parent") or "none",
-                "location": store.describe(model, version),
-                "latest_pointer": store.objects.describe(f"{model}/latest.json"),
-                "images": counts["images"],
-                "annotations": counts["annotations"],
-                "images_added": counts["images_added"],
-                "images_replaced": counts["images_replaced"],
-                "images_removed": counts["images_removed"],
-                "annotations_added": counts["annotations_added"],
-                "annotations_removed": counts["annotations_removed"],
-                # What counts_within_bounds limits; versions older than the count do not have it.
-                **({"annotations_changed": counts["annotations_changed"]} if "annotations_changed" in counts else {}),
-                "tasks_in_version": len(manifest.get("tasks", {})),
-                "counts": markdown_table(
-                    [{"count": k, "value": v} for k, v in counts.items() if not isinstance(v, dict)], ["count", "value"]
-                ),
-            }
+        if merge.note:
+            (context.log.info if merge.outcome is None else context.log.error)(merge.note)
         return dg.MaterializeResult(
-            metadata=metadata,
+            metadata=_merge_metadata(merge, store, model),
             check_results=check_results,
-            data_version=dg.DataVersion(version) if version else None,
+            data_version=dg.DataVersion(merge.version) if merge.version else None,
         )
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"yolo"}, deps=[training_labels])

@@ -9,7 +9,7 @@ import dagster as dg
 from data_engine.config import FleetConfig
 from data_engine.defs.batch_launcher import BatchTrainerLauncher
 from data_engine.defs.cvat_resource import AnnotationResource, CvatResource, LabelStudioResource
-from data_engine.defs.io_manager import ArrowParquetIOManager
+from data_engine.defs.io_manager import REVIEWED_TASKS_IO_MANAGER, ArrowParquetIOManager, ReviewedTasksIOManager
 from data_engine.defs.local_launcher import TRAINER_PYTHON_ENV, LocalTrainerLauncher
 from data_engine.defs.resources import (
     BigQueryWarehouseResource,
@@ -48,6 +48,7 @@ def resources_for(settings: Settings, config: FleetConfig) -> dict[str, object]:
         "warehouse": warehouse,
         "object_store": store,
         "io_manager": ArrowParquetIOManager(store=store),
+        REVIEWED_TASKS_IO_MANAGER: ReviewedTasksIOManager(store=store),
         "annotation": annotation_resource(settings),
         "label_stores": label_stores(settings, config),
         "model_stores": ModelStoreResource(locations={model: model_store_uri(settings, config, model) for model in config.models}),
@@ -80,10 +81,10 @@ def annotation_resource(settings: Settings) -> AnnotationResource:
             objects_root=str(settings.objects_root),
         )
     return CvatResource(
-        url=dg.EnvVar("CVAT_URL"),
+        url=os.environ.get("CVAT_URL", ""),
         access_token=dg.EnvVar("CVAT_ACCESS_TOKEN"),
-        org=dg.EnvVar("CVAT_ORG") if os.environ.get("CVAT_ORG") else None,
-        objects_root=str(settings.objects_root) if settings.profile == "local" else None,
+        org=os.environ.get("CVAT_ORG", ""),
+        objects_root=str(settings.objects_root) if settings.profile == "local" else "",
     )
 
 

@@ -12,10 +12,11 @@ import dagster as dg
 
 from data_engine.config import FleetConfig
 from data_engine.defs.cvat_resource import LABEL_STUDIO_NOT_STARTED, AnnotationResource
-from data_engine.defs.io_manager import output_key
+from data_engine.defs.io_manager import REVIEWED_TASKS_IO_MANAGER, output_key
 from data_engine.defs.labels import LABEL_MERGE_JOB, merge_tags
 from data_engine.defs.metadata import markdown_table
 from data_engine.defs.partitions import daily_model_partitions, model_and_day, model_partitions
+from data_engine.defs.rereview import build_rereview_job
 from data_engine.defs.resources import LabelStoreResource, ObjectStoreResource
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         and pre-annotations are added."""
         import pyarrow as pa
 
-        from data_engine.annotation import batch_record
+        from data_engine.annotation.batch_record import ensure_recorded_task
         from data_engine.annotation.tasks import plan_tasks, task_settings
 
         model, day = model_and_day(context)
@@ -143,11 +144,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         with annotation.open(logger=context.log) as backend:
             project = backend.ensure_project(review_config.project_name_for(model), list(fleet.models[model].classes))
             for plan in plans:
-                record = batch_record.BatchRecord.of(model, plan.name, plan.frames)
-                stale = batch_record.write_before_creation(records, record)
-                outcome = backend.ensure_task(project, plan, settings)
-                if stale:  # the task holds exactly the plan's frames now (the backend checks that)
-                    batch_record.replace(records, record)
+                outcome = ensure_recorded_task(backend, records, model, project, plan, settings)
                 context.log.info(
                     f"{plan.name}: task {outcome.task_id}, {outcome.frames} frames, {outcome.shapes_total} auto shapes"
                     f" ({', '.join(outcome.steps) or 'nothing to do'})"
@@ -185,10 +182,10 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
             },
         )
 
-    @dg.asset(partitions_def=model_partitions(fleet), group_name=GROUP, kinds={"parquet"})
+    @dg.asset(partitions_def=model_partitions(fleet), group_name=GROUP, kinds={"parquet"}, io_manager_key=REVIEWED_TASKS_IO_MANAGER)
     def reviewed_tasks(
         context: dg.AssetExecutionContext, config: ReviewedTasksConfig, object_store: ObjectStoreResource, annotation: AnnotationResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.Output:
         """Every CVAT task of the model that was reviewed and accepted (task id, name, updated_date, project id,
         frame count, as CVAT has them), at `assets/reviewed_tasks/<model>.parquet`. Each run keeps what
         earlier runs recorded, removes the tasks of `forget_task_ids`, and adds or updates the tasks of its
@@ -225,7 +222,8 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
             for r in record.rows
             if r["task_id"] in changed
         ]
-        return dg.MaterializeResult(
+        return dg.Output(
+            record.tasks,
             metadata={
                 "path": record.location,
                 "tasks_total": len(record.rows),
@@ -282,5 +280,6 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
 
     return dg.Definitions(
         assets=[review_tasks, reviewed_tasks],
+        jobs=[build_rereview_job(fleet)],
         sensors=[cvat_review_sensor],
     )

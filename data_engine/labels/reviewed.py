@@ -12,33 +12,43 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from data_engine.labels.coco import ExportError, TaskExport, load_task_export, parse_updated_date
 
 
-def pending_tasks(reviewed: Iterable[Mapping[str, Any]], merged: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The reviewed tasks (rows with task_id, name, updated_date) not yet in a manifest's `tasks`
-    with the same or a newer updated_date, oldest review first."""
-    pending = []
-    for row in reviewed:
-        updated = _as_datetime(row["updated_date"], f"task {row['task_id']}")
-        entry = merged.get(str(row["task_id"]))
-        if entry is not None and parse_updated_date(entry["updated_date"], f"task {row['task_id']}") >= updated:
-            continue
-        pending.append({**row, "updated_date": updated.isoformat()})
-    return sorted(pending, key=lambda row: (row["updated_date"], row["task_id"]))
+class Reviewed(Protocol):
+    """What labels needs of a reviewed task (the annotation package's ReviewedTask has it)."""
+
+    task_id: int
+    name: str
+    updated_date: dt.datetime  # aware
+
+
+T = TypeVar("T", bound=Reviewed)
+
+
+def pending_tasks(reviewed: Iterable[T], merged: Mapping[str, Mapping[str, Any]]) -> list[T]:
+    """The reviewed tasks not yet in a manifest's `tasks` with the same or a newer updated_date, oldest
+    review first."""
+    pending = [
+        task
+        for task in reviewed
+        if (entry := merged.get(str(task.task_id))) is None
+        or parse_updated_date(entry["updated_date"], f"task {task.task_id}") < task.updated_date
+    ]
+    return sorted(pending, key=lambda task: (task.updated_date, task.task_id))
 
 
 def reviewed_task_export(
-    task: Mapping[str, Any],
+    task: Reviewed,
     export_zip: bytes,
     frame_uris: Mapping[str, str],
     made_with: Collection[str],
     frames_where: str,
     frame_fields: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> TaskExport:
-    """A pending task (row of `pending_tasks`) and its COCO export zip -> a TaskExport keyed by frame URI.
+    """A pending task and its COCO export zip -> a TaskExport keyed by frame URI.
 
     `frame_uris` maps the tool's frame names to frame URIs, `made_with` holds the frame URIs the task was
     made with. A frame the task was made with that the export lacks was deleted by a reviewer (the tools
@@ -47,19 +57,14 @@ def reviewed_task_export(
     a frame without a known URI.
     """
     export = load_task_export(
-        task["task_id"], task["updated_date"], export_zip, frame_uris=frame_uris, frame_fields=frame_fields or None
+        task.task_id, task.updated_date.isoformat(), export_zip, frame_uris=frame_uris, frame_fields=frame_fields or None
     )
     unknown = [image["file_name"] for image in export.coco["images"] if image["file_name"] not in frame_uris]
     if unknown:
         raise ExportError(
-            f"task {task['task_id']} ({task['name']}): {len(unknown)} exported frame(s) are not frames of the task in"
+            f"task {task.task_id} ({task.name}): {len(unknown)} exported frame(s) are not frames of the task in"
             f" {frames_where}, e.g. {unknown[:3]}; was the task's data changed in the annotation tool?"
         )
     exported = {frame_uris[image["file_name"]] for image in export.coco["images"]}
     return dataclasses.replace(export, removed_frames=tuple(sorted(set(made_with) - exported)))
 
-
-def _as_datetime(value: Any, where: str) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-    return parse_updated_date(str(value), where)
