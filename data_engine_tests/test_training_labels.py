@@ -92,6 +92,17 @@ def checks_of(result) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+def merge_first_task(defs, instance, server):
+    """The day's review tasks made, the first accepted and merged by the sensor's run: (its id, the tick)."""
+    make_review_tasks(defs, instance)
+    first = our_tasks(server.state)[0].id
+    cursor = tick(defs, instance, None).cursor
+    accept(server, [first])
+    result = tick(defs, instance, cursor)
+    assert run_request(defs, instance, result.run_requests[0]).success
+    return first, result
+
+
 def failure_message(result) -> str:
     return "\n".join(str(e.event_specific_data.error) for e in result.get_step_failure_events())
 
@@ -506,12 +517,7 @@ def test_frames_a_reviewer_deletes_leave_the_label_set_and_count_against_the_bou
     store = LabelStore.local(home / "labels")
     defs = local_defs(server, home)
     with dg.instance_for_test() as instance:
-        make_review_tasks(defs, instance)
-        first = our_tasks(server.state)[0].id
-        cursor = tick(defs, instance, None).cursor
-        accept(server, [first])
-        result = tick(defs, instance, cursor)
-        assert run_request(defs, instance, result.run_requests[0]).success
+        first, result = merge_first_task(defs, instance, server)
         before = {i["file_name"] for i in store.label_set(MODEL)["images"]}
         assert len(before) == 8
 
@@ -564,12 +570,7 @@ def test_frames_sent_back_for_review_get_their_labels_replaced_by_the_accepted_r
         return job.execute_in_process(run_config={"ops": {"rereview_batch": {"config": config}}}, instance=instance, raise_on_error=False)
 
     with dg.instance_for_test() as instance:
-        make_review_tasks(defs, instance)
-        first = our_tasks(server.state)[0].id
-        cursor = tick(defs, instance, None).cursor
-        accept(server, [first])
-        result = tick(defs, instance, cursor)
-        assert run_request(defs, instance, result.run_requests[0]).success
+        _, result = merge_first_task(defs, instance, server)
         version = store.latest(MODEL).version
         coco = store.label_set(MODEL, version)
         boxes = {i["file_name"]: sum(a["image_id"] == i["id"] for a in coco["annotations"]) for i in coco["images"]}
