@@ -639,7 +639,7 @@ def test_launchpad_tasks_are_checked_against_cvat_and_nothing_bad_is_recorded(lo
 def test_forget_task_ids_removes_a_bad_record(local_env, server):
     """A record written before the run config was checked (here: a wrong name) blocks every merge of the
     model; `forget_task_ids` removes it, and listing the task again records it as CVAT has it."""
-    from data_engine.annotation.review_scan import ReviewedTask
+    from data_engine.annotation.reviewed_record import ReviewedTask
     from data_engine.annotation.reviewed_record import record_reviewed_tasks
     from data_engine.objectstore import LocalObjectStore
 

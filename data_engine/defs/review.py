@@ -20,7 +20,7 @@ from data_engine.defs.rereview import build_rereview_job
 from data_engine.defs.resources import LabelStoreResource, ObjectStoreResource
 
 if TYPE_CHECKING:
-    from data_engine.annotation.review_scan import ReviewedTask
+    from data_engine.annotation.reviewed_record import ReviewedTask
 
 GROUP = "review"
 
