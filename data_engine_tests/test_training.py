@@ -284,7 +284,8 @@ def test_a_newer_label_version_makes_the_model_stale_and_a_retry_reuses_its_requ
 
     from dagster._core.definitions.data_version import StaleStatus
 
-    assets = [trained.defs.resolve_assets_def(key) for key in ("training_labels", "trained_model", "selected_checkpoint")]
+    keys = ("reviewed_tasks", "training_labels", "trained_model", "selected_checkpoint")  # training_labels reads reviewed_tasks
+    assets = [trained.defs.resolve_assets_def(key) for key in keys]
     assert get_stale_status_resolver(trained.instance, assets).get_status(dg.AssetKey("trained_model"), MODEL) == StaleStatus.FRESH
 
     newer = write_synthetic_label_set(trained.home / "objects", MODEL, frames=20, seed=1)
