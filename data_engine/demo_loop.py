@@ -317,7 +317,8 @@ def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> list[T
         stack.enter_context(running_label_studio(options.home, credentials, options.home / "label-studio.log"))
         out(f"starting Dagster on http://127.0.0.1:{options.dagster_port} (log {options.home / 'dagster.log'})")
         dagster = Dagster(stack.enter_context(running_dagster(options.home, env, options.dagster_port)))
-        dagster.start_sensor("default_automation_condition_sensor")  # review_tasks follows review_candidates
+        # On by default with an annotation server; starting it is a no-op then, and waits for the code location.
+        dagster.start_sensor("review_automation_sensor")
         out(
             f"Dagster UI {dagster.url}: Runs (each stage's run), Automation (sensors), Assets > evaluation_report (AP, gates, charts)."
             f" Label Studio {credentials.url}: log in as {credentials.email}, password in {credentials_path(options.home)}"

@@ -27,6 +27,7 @@ def test_without_an_annotation_server_nothing_runs_by_itself(local_env, monkeypa
     defs = definitions()
     assert defs.resolve_assets_def("review_tasks").automation_conditions_by_key.get(dg.AssetKey("review_tasks")) is None
     assert defs.resolve_sensor_def("cvat_review_sensor").default_status == dg.DefaultSensorStatus.STOPPED
+    assert defs.resolve_sensor_def("review_automation_sensor").default_status == dg.DefaultSensorStatus.STOPPED
 
 
 @pytest.mark.parametrize("automation", [True, False])
@@ -42,6 +43,8 @@ def test_review_tasks_follow_new_review_candidates_unless_the_model_turns_it_off
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "unused")
     defs = definitions()
     assert defs.resolve_sensor_def("cvat_review_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    # on without a click: Dagster's implicit automation sensor would start stopped in a fresh instance
+    assert defs.resolve_sensor_def("review_automation_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
     with dg.instance_for_test() as instance:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)

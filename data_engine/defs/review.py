@@ -278,8 +278,16 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
             skip_reason=None if run_requests else dg.SkipReason(summary),
         )
 
+    # Dagster's implicit automation sensor starts stopped in a fresh instance; this one is on by default
+    # when the profile has an annotation server, so review_tasks follows review_candidates without a click.
+    review_automation_sensor = dg.AutomationConditionSensorDefinition(
+        "review_automation_sensor",
+        target=dg.AssetSelection.assets(review_tasks),
+        default_status=dg.DefaultSensorStatus.RUNNING if automatic else dg.DefaultSensorStatus.STOPPED,
+        description="Creates a day's review tasks once its review candidates are materialized (review_tasks' automation condition).",
+    )
     return dg.Definitions(
         assets=[review_tasks, reviewed_tasks],
         jobs=[build_rereview_job(fleet)],
-        sensors=[cvat_review_sensor],
+        sensors=[cvat_review_sensor, review_automation_sensor],
     )
