@@ -44,6 +44,14 @@ def _filters(fleet) -> list:
 
 
 BAD_CONFIGS = {
+    "demo rate above one": (
+        lambda f: f.update(demo={"miss_rate": 1.5}),
+        ["demo.miss_rate", "less than or equal to 1"],
+    ),
+    "unknown demo key": (
+        lambda f: f.update(demo={"miss_rates": 0.1}),
+        ["demo.miss_rates", "unknown key"],
+    ),
     "unknown filter kind": (
         lambda f: _filters(f).append({"kind": "blurry"}),
         ["models.municipals.selection.filters[5]", "unknown filter kind 'blurry'"],

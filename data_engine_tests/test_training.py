@@ -22,6 +22,7 @@ from data_engine.annotation.tasks import frame_path
 from data_engine.config import load_fleet_config
 from data_engine.config.loader import ConfigError
 from data_engine.definitions import build_definitions
+from data_engine.demo import read_ground_truth
 from data_engine.defs.local_launcher import TRAINER_PYTHON_ENV
 from data_engine.defs.trainer_launcher import TrainerLauncherResource
 from data_engine.labels import LabelStore
@@ -333,3 +334,11 @@ def test_demo_frames_become_a_label_version_to_train_on(local_env, capsys):
     for annotation in coco["annotations"]:
         x, y, width, height = annotation["bbox"]
         assert width > 0 and height > 0 and x + width <= size[annotation["image_id"]][0] and y + height <= size[annotation["image_id"]][1]
+    # The labels are the objects drawn into the frames, not the demo model's (corrupted) predictions.
+    truth = read_ground_truth(local_env / "warehouse.duckdb", "municipals", [image["file_name"] for image in coco["images"]])
+    uri = {image["id"]: image["file_name"] for image in coco["images"]}
+    labelled = sorted((uri[a["image_id"]], classes[a["category_id"] - 1], *a["bbox"]) for a in coco["annotations"])
+    assert labelled == sorted(
+        (frame, box["class_name"], box["x_min"], box["y_min"], box["x_max"] - box["x_min"], box["y_max"] - box["y_min"])
+        for frame, boxes in truth.items() for box in boxes
+    )

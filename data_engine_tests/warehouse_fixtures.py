@@ -28,8 +28,10 @@ BOX_FIELDS = [("class_name", "STRING"), ("score", "FLOAT64"), ("x_min", "FLOAT64
 
 
 def write_duckdb_fixture(config: FleetConfig, path: Path, end_date: dt.date, days: int = 2) -> DuckDBWarehouse:
+    # 36 frames a camera: enough that the test fleet's camera budget still drops frames on the day once the
+    # ledger took some of them.
     write_demo_warehouse(config, path, path.parent / "objects", end_date=end_date, days=days,
-                         frames_per_camera_per_day=30, write_images=False)
+                         frames_per_camera_per_day=36, write_images=False)
     warehouse = DuckDBWarehouse(path)
     warehouse.ensure_selection_ledger()
     with warehouse.connect() as connection:

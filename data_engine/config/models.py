@@ -506,10 +506,34 @@ class ModelConfig(_Strict):
         return self
 
 
+class DemoConfig(_Strict):
+    """The local profile's demo warehouse (`data-engine demo-data`, or written on first use): how its
+    demo model's predictions corrupt the frames' hidden truth, and how its days vary, so review, training
+    and every selection count have something real to work on. Rates are probabilities per object."""
+
+    miss_rate: float = Field(default=0.1, ge=0, le=1)  # a true object with no detection
+    # An object of a configured confusable pair (class_overlap's class_pairs) predicted as its partner
+    # class; half of those also keep a box of the true class, the overlapping pair class_overlap flags.
+    confusion_rate: float = Field(default=0.3, ge=0, le=1)
+    loose_box_rate: float = Field(default=0.25, ge=0, le=1)  # a detection whose box is off ...
+    loose_box_error: float = Field(default=0.3, gt=0, le=1)  # ... by up to this fraction of its size per side
+    false_positive_rate: float = Field(default=0.35, ge=0, le=1)  # a clutter distractor detected as some class
+    max_clutter_per_frame: int = Field(default=3, ge=0, le=20)
+    empty_frame_rate: float = Field(default=0.15, ge=0, le=1)  # frames with no object (clutter only)
+    # Every busy_day_every-th day (by date; 0: never) has busy_day_factor times the frames, so the
+    # per-camera and per-day budgets drop frames on those days.
+    busy_day_every: int = Field(default=5, ge=0)
+    busy_day_factor: int = Field(default=6, ge=1, le=50)
+    # Of each day's frames, this fraction is inferred again with the next day's predictions (a re-ingested
+    # backlog): selected on both days, the cross-day ledger drops them the second time.
+    reingested_fraction: float = Field(default=0.1, ge=0, le=1)
+
+
 class FleetConfig(_Strict):
     warehouse: WarehouseConfig
     storage: StorageConfig | None = None
     models: dict[str, ModelConfig] = Field(min_length=1)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
 
     @model_validator(mode="before")
     @classmethod
