@@ -40,6 +40,6 @@ def test_one_turn_of_the_loop_makes_the_production_model_better(tmp_path, monkey
     [turn] = result["arms"]["selection"]
     assert turn.frames_reviewed == 40 and turn.label_images == 24 + 40  # the selection filled its day budget
     assert turn.promoted, "the candidate trained on the reviewed frames passed the gates"
-    # Seeded data, sampling and training. The starting model (14 training frames) finds next to nothing; the
+    # Seeded data, sampling and training. The starting model (11 training frames) finds next to nothing; the
     # turn's (about 40) finds its first boxes: measured 0.0000 -> 0.0069 AP on the held-out frames.
     assert turn.ap > result["start"]["ap"] + 0.005, loop.summary(result)
