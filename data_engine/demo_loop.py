@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -363,8 +364,7 @@ def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> list[T
         if not options.exit_when_done:
             out(f"the loop is done; Dagster ({dagster.url}) and Label Studio ({credentials.url}) keep running until Ctrl-C")
             try:
-                while True:
-                    time.sleep(3600)
+                signal.pause()  # until Ctrl-C
             except KeyboardInterrupt:
                 pass
     return turns
