@@ -16,8 +16,8 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
