@@ -89,7 +89,7 @@ def test_every_sql_file_is_covered():
                "review_selections_table", "filters/size_class", "filters/class_overlap",
                "filters/class_overlap_any_classes", "frames_with_overlapping_boxes", "filters/confidence_band",
                "filters/empty_frames", "prediction_summary", "empty_frame_summary", "selected_candidates", "detected_frames",
-               "cvat_task_models"}
+               "cvat_task_models", "latest_frame_predictions"}
     assert files == covered
 
 
@@ -186,6 +186,36 @@ def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emul
         1: [("municipals", 1, True)], 2: [("municipals", 1, False)], 3: [("ENS", 1, True)], 4: [(None, 0, True)],
         5: [("municipals", 1, False)], 6: [("hand", 2, True), ("made", 2, True)], 7: [(None, 0, True)],
     }
+
+
+def test_latest_frame_predictions_are_the_same_on_both_any_day_and_only_the_latest_inference(warehouses):
+    """A re-review's prediction group, by frame URI: frame A was inferred again two days later (its new rows
+    streamed twice), frame B has an older inference of a greater model_version, frame C has no detection."""
+    config, duck, bq = warehouses
+    model = config.models["municipals"]
+    valid, _ = split_checked(duck.run(queries.checked_query("checked_predictions", "municipals", model, DAY)).table)
+    a, b = sorted(set(valid["frame_uri"].to_pylist()))[:2]
+    with duck.connect() as connection:
+        (c,) = connection.execute("SELECT MIN(frame_uri) FROM frames WHERE model = 'municipals' AND frame_uri NOT IN"
+                              " (SELECT frame_uri FROM predictions)").fetchone()
+    assert c is not None
+    rows_of = {uri: [row | {"model": "municipals"} for row in valid.to_pylist() if row["frame_uri"] == uri] for uri in (a, b)}
+    later = [row | {"model_version": "reinferred", "captured_at": row["captured_at"] + dt.timedelta(days=2),
+                    "x_min": row["x_min"] / 2, "x_max": row["x_max"] / 2} for row in rows_of[a]]
+    older = [row | {"model_version": "zzz-older", "captured_at": row["captured_at"] - dt.timedelta(days=3),
+                    "class_name": model.classes[0]} for row in rows_of[b]]
+    for warehouse in (duck, bq):
+        warehouse.append("predictions", pa.Table.from_pylist(later + later + older))
+
+    query = queries.latest_frame_predictions_query("municipals", model, [a, b, c, "s3://nowhere/unknown.jpg"])
+    on_duckdb, on_bigquery = duck.run(query).table, bq.run(query, labels={"test": "latest_frame_predictions"}).table
+    assert on_duckdb.column_names == on_bigquery.column_names
+    assert _normalized(on_duckdb) == _normalized(on_bigquery)
+    boxes = lambda rows: sorted((r["model_version"], r["class_name"], r["score"], r["x_min"], r["x_max"]) for r in rows)  # noqa: E731
+    found = on_duckdb.to_pylist()
+    assert {row["frame_uri"] for row in found} == {a, b}  # C and the unknown URI: no rows
+    assert boxes(r for r in found if r["frame_uri"] == a) == boxes(later)  # the later inference, each box once
+    assert boxes(r for r in found if r["frame_uri"] == b) == boxes(rows_of[b])  # the later day beats a greater version
 
 
 def test_valid_rows_filter_keeps_exactly_the_rows_without_a_drop_reason(warehouses):

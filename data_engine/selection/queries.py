@@ -1,4 +1,4 @@
-"""Builds the warehouse queries of one model-day from the fleet config.
+"""Builds the warehouse queries of one model-day from the fleet config, and the by-frame query of a re-review.
 
 Each filter kind is a fragment in `sql/filters/<kind>.sql` that reads `detections` (or `empty_frames`) and
 returns the frame URIs it flags. A filter's scope (clients, cameras) narrows what the fragment reads; its
@@ -24,6 +24,13 @@ from data_engine.config.models import (
 )
 from data_engine.warehouse import sql
 from data_engine.warehouse.sql import Query
+
+
+# The day window of checked_predictions opened to every timestamp BigQuery can hold (any day).
+ALL_TIME = {
+    "day_start": dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc),
+    "day_end": dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc),
+}
 
 
 def day_window(day: dt.date) -> dict[str, object]:
@@ -85,6 +92,14 @@ def selection_query(model_name: str, model: ModelConfig, day: dt.date, statement
     for part in parts.values():
         params |= part.params  # the same values: every part has the same model and day
     return Query("selection", sql.combine({name: part.expression for name, part in parts.items()}), params)
+
+
+def latest_frame_predictions_query(model_name: str, model: ModelConfig, frame_uris: list[str]) -> Query:
+    """`sql/latest_frame_predictions.sql`: the valid predictions of the latest inference of each of `frame_uris`,
+    whatever its day (the prediction group of a label-error re-review). The URIs travel as a parameter."""
+    expression = sql.load("latest_frame_predictions")
+    params = {"model": model_name, "classes": list(model.classes), "cameras": model.cameras, "frame_uris": list(frame_uris)}
+    return Query("latest_frame_predictions", expression, _pick(expression, params | ALL_TIME))
 
 
 def _fill_placeholder(expression: exp.Expression, cte_name: str, selects: list[exp.Expression]) -> None:
