@@ -36,6 +36,9 @@ class TaskFrame:
     boxes: tuple[Box, ...] = ()
     camera_id: str | None = None  # what the splits group by, kept in the batch's record
     captured_at: dt.datetime | None = None
+    # The model's predictions shown beside `boxes` as a group of their own (a label-error re-review): for
+    # the reviewer to compare, never merged as labels.
+    predictions: tuple[Box, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ of our own auto shapes (same frame, label, points and score as planned), which e
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -47,6 +48,7 @@ from data_engine.annotation.backend import (
     TaskSettings,
     TaskSnapshot,
 )
+from data_engine.annotation.naming import is_prediction_label, prediction_label
 from data_engine.annotation.retry import (
     Deadline,
     RetriesExhausted,
@@ -244,7 +246,7 @@ class CvatBackend(AnnotationBackend):
                 ),
             )
             labels = self._all(f"project {name!r}: GET /api/labels", labels_api.list, project_id=project.id)
-        extra = tuple(sorted(label.name for label in labels if label.name not in classes))
+        extra = tuple(sorted(label.name for label in labels if label.name not in classes and not is_prediction_label(label.name)))
         if extra:
             self.log.warning(f"CVAT project {name!r} (id {project.id}) has labels not in the config, kept: {list(extra)}")
         return ProjectInfo(
@@ -297,6 +299,7 @@ class CvatBackend(AnnotationBackend):
         )
         if self._assign(jobs, where, plan, settings):
             steps.append("assignees")
+        project, plan = self._with_prediction_group(project, plan)
         uploaded, total, removed = self._upload_shapes(task.id, where, plan, project.label_ids, settings)
         if uploaded:
             steps.append("shapes")
@@ -312,6 +315,25 @@ class CvatBackend(AnnotationBackend):
             shapes_total=total,
             steps=steps,
         )
+
+    def _with_prediction_group(self, project: ProjectInfo, plan: TaskPlan) -> tuple[ProjectInfo, TaskPlan]:
+        """The plan's prediction group as auto shapes of the labels `prediction:<class>`, which the project
+        gets when it lacks them: the reviewer sees (and can hide) the model's boxes beside the editable class
+        shapes, and the merge drops them from the export. A frame's shapes of both groups travel together."""
+        if not any(frame.predictions for frame in plan.frames):
+            return project, plan
+        frames = tuple(
+            dataclasses.replace(
+                frame,
+                boxes=frame.boxes + tuple(dataclasses.replace(box, class_name=prediction_label(box.class_name)) for box in frame.predictions),
+                predictions=(),
+            )
+            for frame in plan.frames
+        )
+        needed = sorted({prediction_label(box.class_name) for frame in plan.frames for box in frame.predictions})
+        if set(needed) - set(project.label_ids):
+            project = self.ensure_project(project.name, [*project.label_ids, *needed])
+        return project, dataclasses.replace(plan, frames=frames)
 
     def _pending_data_request(self, task_id: int, where: str) -> str | None:
         requests = self._call(

@@ -27,7 +27,7 @@ import logging
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,14 @@ from data_engine.annotation.backend import (
     TaskSettings,
     TaskSnapshot,
 )
+from data_engine.annotation.naming import PREDICTION_GROUP, prediction_label
 from data_engine.annotation.retry import RetriesExhausted, RetryPolicy, Transient, settle_then_recheck, with_retries
 from data_engine.annotation.tasks import frame_path, rectangle
 
 PAGE_SIZE = 500
 MAX_PAGES = 200
 CONTROL = "label"  # the RectangleLabels control of our projects' labeling config
+PREDICTION_CONTROL = PREDICTION_GROUP  # a second one, for a re-review's prediction group (never labels)
 IMAGE = "image"
 ANNOTATIONS_PATH = "annotations/instances_default.json"  # where the export zip holds its COCO, as in CVAT's
 
@@ -59,23 +61,33 @@ def batch_id(name: str) -> int:
     return int(hashlib.sha256(name.encode()).hexdigest()[:13], 16)
 
 
-def labeling_config(classes: Iterable[str]) -> str:
-    """Label Studio's labeling config: the image and one rectangle label per class."""
+def labeling_config(classes: Iterable[str], predicted: Iterable[str] = ()) -> str:
+    """Label Studio's labeling config: the image and one rectangle label per class; with `predicted`
+    classes, a second control under a header, for the model's predictions a re-review shows."""
     view = ET.Element("View")
     ET.SubElement(view, "Image", name=IMAGE, value=f"${IMAGE}", zoom="true")
     control = ET.SubElement(view, "RectangleLabels", name=CONTROL, toName=IMAGE)
     for name in classes:
         ET.SubElement(control, "Label", value=name)
+    predicted = list(predicted)
+    if predicted:
+        ET.SubElement(view, "Header", value="Model predictions, to compare: never saved as labels")
+        group = ET.SubElement(view, "RectangleLabels", name=PREDICTION_CONTROL, toName=IMAGE)
+        for name in predicted:
+            ET.SubElement(group, "Label", value=name)
     return ET.tostring(view, encoding="unicode")
 
 
-def config_labels(config: str, project: str) -> list[str]:
-    """The rectangle labels of a project's labeling config (our control), in order."""
+def config_labels(config: str, project: str, control_name: str = CONTROL) -> list[str]:
+    """The rectangle labels of a control of a project's labeling config (the class labels by default), in
+    order; [] for a prediction group the project does not have yet."""
     try:
         root = ET.fromstring(config)
     except ET.ParseError as error:
         raise AnnotationError(f"Label Studio project {project!r}: its labeling config is not XML ({error})") from None
-    control = root.find(f".//RectangleLabels[@name='{CONTROL}']")
+    control = root.find(f".//RectangleLabels[@name='{control_name}']")
+    if control is None and control_name == PREDICTION_CONTROL:
+        return []
     if control is None:
         raise AnnotationError(
             f"Label Studio project {project!r} has no <RectangleLabels name={CONTROL!r}> in its labeling config;"
@@ -235,7 +247,7 @@ class LabelStudioBackend(AnnotationBackend):
                 "PATCH",
                 f"/api/projects/{project['id']}",
                 f"project {name!r}: PATCH labeling config (add labels {added})",
-                json={"label_config": labeling_config(labels)},
+                json={"label_config": labeling_config(labels, config_labels(project["label_config"], name, PREDICTION_CONTROL))},
             )
         extra = tuple(label for label in labels if label not in classes)
         if extra:
@@ -274,18 +286,9 @@ class LabelStudioBackend(AnnotationBackend):
         if not path.is_file():
             raise FileNotFoundError(f"frame {frame.uri}: no local image at {path}")
         result = [
-            {
-                "from_name": CONTROL,
-                "to_name": IMAGE,
-                "type": "rectanglelabels",
-                "original_width": frame.width,
-                "original_height": frame.height,
-                "image_rotation": 0,
-                "value": _percent_box(rectangle(box, frame), frame.width, frame.height) | {"rectanglelabels": [box.class_name]},
-                "score": box.score,
-            }
-            for box in frame.boxes
-            if box.class_name in project.label_ids
+            region(box.class_name, rectangle(box, frame), frame.width, frame.height, control) | {"score": box.score}
+            for control, boxes in ((CONTROL, [b for b in frame.boxes if b.class_name in project.label_ids]), (PREDICTION_CONTROL, frame.predictions))
+            for box in boxes
         ]
         task: dict[str, Any] = {
             "data": {
@@ -322,6 +325,7 @@ class LabelStudioBackend(AnnotationBackend):
         missing = [planned[uri] for uri in planned if uri not in present]
         uploaded = 0
         if missing:
+            self._ensure_prediction_group(project, plan)
             payload = [self._frame_task(plan, index, project) for index in missing]
 
             def look_again(error: BaseException) -> None:
@@ -351,6 +355,24 @@ class LabelStudioBackend(AnnotationBackend):
             shapes_total=sum(int(t.get("total_predictions") or 0) for t in existing),
             steps=steps,
         )
+
+    def _ensure_prediction_group(self, project: ProjectInfo, plan: TaskPlan) -> None:
+        """Give the project the prediction control, with a label for each class the plan's predictions name,
+        before they are imported (Label Studio checks predictions against the labeling config)."""
+        needed = sorted({box.class_name for frame in plan.frames for box in frame.predictions})
+        if not needed:
+            return
+        where = f"project {project.name!r} (id {project.id})"
+        config = self._request("GET", f"/api/projects/{project.id}", f"{where}: GET")["label_config"]
+        predicted = config_labels(config, project.name, PREDICTION_CONTROL)
+        added = [name for name in needed if name not in predicted]
+        if added:
+            self._request(
+                "PATCH",
+                f"/api/projects/{project.id}",
+                f"{where}: PATCH labeling config (prediction group {added})",
+                json={"label_config": labeling_config(config_labels(config, project.name), predicted + added)},
+            )
 
     def _remove_copies(self, tasks: list[dict], where: str) -> int:
         """Delete extra copies of a frame (a late-applied import), keeping the oldest and any annotated one.
@@ -490,21 +512,24 @@ class LabelStudioBackend(AnnotationBackend):
 
 
 def frame_boxes(task: dict) -> list[tuple[str, float, float, float, float]]:
-    """A frame task's first prediction as (label, x_min, y_min, x_max, y_max) in pixels."""
+    """A frame task's first prediction as (label, x_min, y_min, x_max, y_max) in pixels (its class labels,
+    not a prediction group)."""
     width, height = int(task["data"]["width"]), int(task["data"]["height"])
     boxes = []
     for prediction in (task.get("predictions") or [])[:1]:
         for item in prediction.get("result") or []:
+            if item.get("from_name", CONTROL) != CONTROL:
+                continue
             value = item["value"]
             x, y = value["x"] * width / 100, value["y"] * height / 100
             boxes.append((value["rectanglelabels"][0], x, y, x + value["width"] * width / 100, y + value["height"] * height / 100))
     return boxes
 
 
-def region(label: str, corners: tuple[float, float, float, float], width: int, height: int) -> dict:
-    """One rectangle of an annotation's result, from pixel corners."""
+def region(label: str, corners: Sequence[float], width: int, height: int, control: str = CONTROL) -> dict:
+    """One rectangle of an annotation's (or a prediction's) result, from pixel corners."""
     return {
-        "from_name": CONTROL,
+        "from_name": control,
         "to_name": IMAGE,
         "type": "rectanglelabels",
         "original_width": width,
@@ -544,6 +569,8 @@ def coco_of_frames(frames: list[dict], categories: dict[str, int], where: str) -
                     " straighten it in Label Studio and submit again"
                 )
             label = (value.get("rectanglelabels") or [None])[0]
+            if region.get("from_name") == PREDICTION_CONTROL:
+                label = prediction_label(label)  # a prediction group's box the reviewer left: the merge drops it
             if label not in categories:
                 categories[label] = len(categories) + 1
                 coco["categories"].append({"id": categories[label], "name": label, "supercategory": ""})

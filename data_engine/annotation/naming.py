@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 
 REREVIEW = "rereview"
+# A re-review can show the model's predictions beside the current labels, as boxes of their own labels
+# `prediction:<class>` (CVAT) or regions named so in exports (Label Studio): never training labels.
+PREDICTION_GROUP = "prediction"
 
 
 def day_batch_name(prefix: str, model: str, day: dt.date, sequence: int) -> str:
@@ -26,6 +29,15 @@ def rereview_batch_name(prefix: str, model: str, label: str) -> str:
 def batch_name_pattern(prefix: str, model: str) -> str:
     """The RE2 pattern of every batch name made for the model (day batches and re-review batches)."""
     return rf"^{re2_escape(prefix)}-{re2_escape(model)}-([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}-[0-9]{{3,}}|{REREVIEW}-[A-Za-z0-9_.-]+)$"
+
+
+def prediction_label(class_name: str) -> str:
+    """The label of a class's boxes in a re-review's prediction group."""
+    return f"{PREDICTION_GROUP}:{class_name}"
+
+
+def is_prediction_label(label: str) -> bool:
+    return label.startswith(f"{PREDICTION_GROUP}:")
 
 
 def project_name(prefix: str, model: str) -> str:

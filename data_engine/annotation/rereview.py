@@ -1,25 +1,35 @@
 """Label-error re-review: frames already in a label version, sent back for review as one batch.
 
 The batch is pre-annotated with the frames' current labels (score 1.0), so a reviewer corrects them
-instead of drawing from scratch; it is named `<prefix>-<model>-rereview-<label>` (naming), records its
+instead of drawing from scratch, and optionally shows the model's latest predictions beside them as a
+group of their own (`TaskFrame.predictions`), never merged as labels; it is named `<prefix>-<model>-rereview-<label>` (naming), records its
 frames like any batch, and its accepted export replaces those frames' labels through the same merge.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from data_engine.annotation.backend import Box, TaskFrame, TaskPlan
-from data_engine.annotation.tasks import frame_name, local_segments
+from data_engine.annotation.tasks import _boxes, frame_name, local_segments
 
 MAX_LISTED = 5
 
 
 class RereviewError(ValueError):
     """The frames asked for cannot make a re-review batch; the message names them and the fix."""
+
+
+def predictions_by_frame(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[Box, ...]]:
+    """Frame URI -> its boxes, from rows of `sql/latest_frame_predictions.sql` (one per box)."""
+    grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        grouped[row["frame_uri"]].append(row)
+    return {uri: tuple(_boxes(frame_rows)) for uri, frame_rows in grouped.items()}
 
 
 def rereview_plan(
@@ -66,3 +76,9 @@ def rereview_plan(
             )
         )
     return TaskPlan(name=name, frames=tuple(frames), first_job_index=0)
+
+
+def with_predictions(plan: TaskPlan, predictions: Mapping[str, Sequence[Box]]) -> TaskPlan:
+    """The plan with the model's boxes of each frame (`predictions`: frame URI -> boxes) as its prediction group."""
+    frames = tuple(dataclasses.replace(frame, predictions=tuple(predictions.get(frame.uri, ()))) for frame in plan.frames)
+    return dataclasses.replace(plan, frames=frames)

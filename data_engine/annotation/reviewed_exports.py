@@ -3,17 +3,21 @@ which never calls a tool itself.
 
 A task's frame names map back to frame URIs through the review batch's own record (written when the batch
 was made, `batch_record`); a task with no record whose frames come from a cloud storage (made by hand in
-CVAT, say) maps back through the bucket's keys, which are its frame names.
+CVAT, say) maps back through the bucket's keys, which are its frame names. Boxes of a re-review's
+prediction group (`naming.prediction_label`) left in an export are dropped here: they are the model's, not
+a reviewer's labels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from data_engine.annotation import batch_record
 from data_engine.annotation.backend import AnnotationBackend, AnnotationError
+from data_engine.annotation.naming import is_prediction_label
 from data_engine.annotation.reviewed_record import ReviewedTask
 from data_engine.labels.coco import ExportError, TaskExport
 from data_engine.labels.reviewed import reviewed_task_export
@@ -50,12 +54,26 @@ def collect_reviewed_exports(
             log.warning(f"task {task.task_id} ({task.name}) is {reason}: not merged")
             continue
         try:
-            exports.append(_export(backend, records, model, task))
+            exports.append(_without_prediction_group(_export(backend, records, model, task), log))
         except (ExportError, AnnotationError, batch_record.BatchRecordError) as error:
             errors.append(str(error))
             skipped.append({"task_id": task.task_id, "name": task.name, "reason": f"cannot be merged: {error}"})
             log.warning(f"{error}: not merged; the other tasks go on, this one is tried again by the next merge")
     return exports, skipped, errors
+
+
+def _without_prediction_group(export: TaskExport, log: logging.Logger) -> TaskExport:
+    """The export without the prediction group's categories and boxes."""
+    coco = export.coco
+    group = {category["id"] for category in coco["categories"] if is_prediction_label(category["name"])}
+    if not group:
+        return export
+    kept = [annotation for annotation in coco["annotations"] if annotation["category_id"] not in group]
+    dropped = len(coco["annotations"]) - len(kept)
+    if dropped:
+        log.info(f"{export.name}: {dropped} box(es) of the prediction group left in the export, dropped (not labels)")
+    categories = [category for category in coco["categories"] if category["id"] not in group]
+    return dataclasses.replace(export, coco={**coco, "categories": categories, "annotations": kept})
 
 
 def _export(backend: AnnotationBackend, records: ObjectStore, model: str, task: ReviewedTask) -> TaskExport:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
+
+if TYPE_CHECKING:
+    from data_engine.warehouse import QueryResult
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> dg.MarkdownMetadataValue:
@@ -19,3 +24,10 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> dg.Mar
 def counts_table(counts: dict[str, int], key: str, value: str = "count") -> dg.MarkdownMetadataValue:
     rows = [{key: name, value: count} for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
     return markdown_table(rows, [key, value])
+
+
+def query_cost(result: QueryResult) -> dict[str, object]:
+    """What a warehouse query cost, where the engine says (BigQuery: the dry run's estimate, bytes billed)."""
+    if result.bytes_estimated is None:
+        return {}
+    return {"bytes_estimated": result.bytes_estimated, "bytes_billed": result.bytes_billed or 0}

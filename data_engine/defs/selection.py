@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from data_engine.config import FleetConfig
-from data_engine.defs.metadata import counts_table, markdown_table
+from data_engine.defs.metadata import counts_table, markdown_table, query_cost
 from data_engine.defs.partitions import daily_model_partitions, model_and_day
 from data_engine.defs.resources import WarehouseResource
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from data_engine.warehouse import QueryResult, Warehouse
+    from data_engine.warehouse import Warehouse
 
 # Asset signatures carry no pyarrow annotations: Dagster resolves them at load, and pyarrow is imported
 # only inside runs to keep the code location cheap to load.
@@ -34,12 +34,6 @@ STATEMENTS = {
 def _labels(context: dg.AssetExecutionContext, model: str, asset: str) -> dict[str, str]:
     """BigQuery job labels, so each query's cost is attributed to its model, partition, run and asset."""
     return {"model": model, "partition": context.partition_key, "dagster_run_id": context.run.run_id, "asset": asset}
-
-
-def _cost_metadata(result: "QueryResult") -> dict[str, object]:
-    if result.bytes_estimated is None:
-        return {}
-    return {"bytes_estimated": result.bytes_estimated, "bytes_billed": result.bytes_billed or 0}
 
 
 def build_selection_defs(config: FleetConfig) -> dg.Definitions:
@@ -107,7 +101,7 @@ def build_selection_defs(config: FleetConfig) -> dg.Definitions:
         query = selection_query(model, config.models[model], day, [STATEMENTS[asset] for asset in assets])
         result = store.run(query, _labels(context, model, "-".join(assets)))
         # Bytes are the whole statement's, shared by the assets it computed (not to be summed over them).
-        cost = _cost_metadata(result) | {"warehouse_query_for": ", ".join(assets)}
+        cost = query_cost(result) | {"warehouse_query_for": ", ".join(assets)}
         rows = {asset: statement_rows(result.table, STATEMENTS[asset]) for asset in assets}
         if "predictions" in assets:
             yield from _predictions(context, rows["predictions"], cost, model, day)
