@@ -182,6 +182,42 @@ def test_a_batch_whose_frames_are_all_submitted_becomes_a_label_version_through_
         ]
         submitted = sum(len(t["predictions"][0]["result"]) for t in batch[1:] if t["predictions"])
         assert len(labels["annotations"]) == 1 + submitted
+        rereview_with_predictions_then_merge(defs, instance, reviewer, ls_env, reviewed.cursor)
+
+
+def rereview_with_predictions_then_merge(defs, instance, reviewer: Reviewer, home: Path, cursor: str) -> None:
+    """Three frames of the label version sent back with the model's predictions (continuing the test above,
+    to spare a second setup): the current labels come under the class control, the model's boxes under the
+    prediction control; submitted as pre-filled, the new version holds only the class labels."""
+    store = LabelStore.local(home / "labels")
+    before = store.label_set(MODEL)
+    chosen = [image["file_name"] for image in before["images"]][:3]
+    run_config = {"model": MODEL, "label": "with-predictions", "frame_uris": chosen, "include_predictions": True}
+    job = defs.resolve_job_def("label_rereview_job")
+    assert job.execute_in_process(run_config={"ops": {"rereview_batch": {"config": run_config}}}, instance=instance).success
+    predicted = {row["frame_uri"]: sorted(p["class_name"] for p in row["predictions"] or []) for row in candidates(home)}
+    assert any(predicted[uri] for uri in chosen)
+    project = reviewer.project("data-engine municipals")
+    group_config = project["label_config"].split('<RectangleLabels name="prediction" toName="image">')[1]
+    assert all(f'value="{name}"' in group_config for uri in chosen for name in predicted[uri])
+    batch = [t for t in reviewer.tasks(project["id"]) if t["data"]["review_batch"] == f"data-engine-{MODEL}-rereview-with-predictions"]
+    groups = {
+        t["data"]["frame_uri"]: sorted((r["from_name"], r["value"]["rectanglelabels"][0]) for p in t["predictions"] for r in p["result"])
+        for t in batch
+    }
+    names = {category["id"]: category["name"] for category in before["categories"]}
+    by_image = {image["file_name"]: image["id"] for image in before["images"]}
+    for uri in chosen:
+        current = [("label", names[a["category_id"]]) for a in before["annotations"] if a["image_id"] == by_image[uri]]
+        assert groups[uri] == sorted(current + [("prediction", name) for name in predicted[uri]])
+
+    for task in batch:
+        reviewer.submit(task)
+    (request,) = tick(defs, instance, cursor).run_requests
+    assert run_request(defs, instance, request).success
+    counts = store.manifest(MODEL, store.latest(MODEL).version)["counts"]
+    assert counts["images_replaced"] == 3 and counts["annotations_changed"] == 0
+    assert len(store.label_set(MODEL)["annotations"]) == len(before["annotations"])
 
 
 def test_a_rerun_adds_missing_frames_and_removes_copies_an_import_applied_late_left(ls_env, label_studio, tmp_path_factory):

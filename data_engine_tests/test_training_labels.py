@@ -605,53 +605,49 @@ def test_frames_sent_back_for_review_get_their_labels_replaced_by_the_accepted_r
         assert newer != version and str(task.id) in store.manifest(MODEL, newer)["tasks"]
         assert counts["images"] == len(boxes) and counts["images_replaced"] == 2 and counts["images_added"] == 0
         assert counts["annotations"] == sum(boxes.values()) - 1
+        rereview_with_predictions_then_merge(defs, instance, server, store, job, review_env)
 
 
-def test_a_rereview_shows_the_models_predictions_as_their_own_labels_and_the_merge_keeps_only_the_reviewed_ones(review_env, server):
-    store = LabelStore.local(review_env / "labels")
-    defs = local_defs(server, review_env)
-    job = defs.resolve_job_def("label_rereview_job")
+def rereview_with_predictions_then_merge(defs, instance, server, store: LabelStore, job, home: Path) -> None:
+    """Three frames sent back with the model's predictions (continuing the test above, to spare a second
+    setup): the current labels are auto shapes of the class labels, the predictions auto shapes of the labels
+    `prediction:<class>`; accepted with both left in place, the new version holds only the class labels."""
 
     def rereview(**config):
         run_config = {"ops": {"rereview_batch": {"config": {"model": MODEL, "label": "with-predictions", **config}}}}
         return job.execute_in_process(run_config=run_config, instance=instance)
 
-    with dg.instance_for_test() as instance:
-        _, result = merge_first_task(defs, instance, server)
-        version = store.latest(MODEL).version
-        before = store.label_set(MODEL, version)
-        chosen = [image["file_name"] for image in before["images"]][:3]
-        with pytest.raises(dg.DagsterInvalidConfigError, match="include_predictions"):
-            rereview(frame_uris=chosen, include_predictions="yes")
+    version = store.latest(MODEL).version
+    before = store.label_set(MODEL, version)
+    chosen = [image["file_name"] for image in before["images"]][:3]
+    with pytest.raises(dg.DagsterInvalidConfigError, match="include_predictions"):
+        rereview(frame_uris=chosen, include_predictions="yes")
+    predicted = {row["frame_uri"]: sorted(p["class_name"] for p in row["predictions"] or []) for row in candidates(home)}
+    expected = {uri: [f"prediction:{name}" for name in predicted[uri]] for uri in chosen}
+    assert any(expected.values())
+    for _ in range(2):  # the same run again makes nothing twice
+        made = rereview(frame_uris=chosen, include_predictions=True)
+    (task,) = [t for t in server.state.tasks.values() if t.name == f"data-engine-{MODEL}-rereview-with-predictions"]
+    labels = {label.id: label.name for label in server.state.labels_of(task_id=task.id)}
+    shown: dict[int, list[str]] = {}
+    for shape in task.shapes.values():
+        assert shape["source"] == "auto"
+        shown.setdefault(shape["frame"], []).append(labels[shape["label_id"]])
+    names = {category["id"]: category["name"] for category in before["categories"]}
+    by_image = {image["file_name"]: image["id"] for image in before["images"]}
+    for index, uri in enumerate(chosen):
+        current = [names[a["category_id"]] for a in before["annotations"] if a["image_id"] == by_image[uri]]
+        assert sorted(shown.get(index, [])) == sorted(current + expected[uri])
+    (output,) = [event for event in made.all_node_events if event.is_successful_output]
+    metadata = {key: value.value for key, value in output.step_output_data.metadata.items()}
+    assert metadata["prediction_boxes"] == sum(map(len, expected.values())) and metadata["prediction_model_versions"] != "-"
 
-        # the frames' predictions (the warehouse's, as selection took them) beside their current labels
-        predicted = {row["frame_uri"]: sorted(p["class_name"] for p in row["predictions"] or []) for row in candidates(review_env)}
-        expected = {uri: [f"prediction:{name}" for name in predicted[uri]] for uri in chosen}
-        assert any(expected.values())
-        for _ in range(2):  # the same run again makes nothing twice
-            made = rereview(frame_uris=chosen, include_predictions=True)
-        (task,) = [t for t in server.state.tasks.values() if t.name == f"data-engine-{MODEL}-rereview-with-predictions"]
-        labels = {label.id: label.name for label in server.state.labels_of(task_id=task.id)}
-        shown: dict[int, list[str]] = {}
-        for shape in task.shapes.values():
-            assert shape["source"] == "auto"
-            shown.setdefault(shape["frame"], []).append(labels[shape["label_id"]])
-        by_image = {image["file_name"]: image["id"] for image in before["images"]}
-        names = {category["id"]: category["name"] for category in before["categories"]}
-        for index, uri in enumerate(chosen):
-            current = sorted(names[a["category_id"]] for a in before["annotations"] if a["image_id"] == by_image[uri])
-            assert sorted(shown.get(index, [])) == sorted(current + expected[uri])
-        (output,) = [event for event in made.all_node_events if event.is_successful_output]
-        metadata = {key: value.value for key, value in output.step_output_data.metadata.items()}
-        assert metadata["prediction_boxes"] == sum(map(len, expected.values())) and metadata["prediction_model_versions"] != "-"
+    cursor = tick(defs, instance, None).cursor  # past every task so far: only the new acceptance is requested
+    accept(server, [task.id])
+    (request,) = tick(defs, instance, cursor).run_requests
+    assert run_request(defs, instance, request).success
+    newer = store.latest(MODEL).version
+    counts = store.manifest(MODEL, newer)["counts"]
+    assert newer != version and counts["images_replaced"] == 3 and counts["annotations_changed"] == 0
+    assert counts["annotations"] == len(before["annotations"])
 
-        # the reviewer accepts with the prediction shapes left in place: the merge takes only the class labels
-        accept(server, [task.id])
-        (request,) = tick(defs, instance, result.cursor).run_requests
-        merged = run_request(defs, instance, request)
-        assert merged.success
-        newer = store.latest(MODEL).version
-        counts = store.manifest(MODEL, newer)["counts"]
-        assert newer != version and counts["images_replaced"] == 3 and counts["annotations_changed"] == 0
-        assert counts["annotations"] == len(before["annotations"])
-        assert all(c["name"] in CLASSES for c in store.label_set(MODEL, newer)["categories"])
