@@ -113,6 +113,10 @@ BAD_CONFIGS = {
         lambda f: f["models"]["ENS"]["classes"].append("Glass|Jar"),
         ["models.ENS", "class 'Glass|Jar' contains '|'"],
     ),
+    "class name of a re-review's prediction group": (
+        lambda f: f["models"]["ENS"]["classes"].append("prediction:Glass"),
+        ["models.ENS", "class 'prediction:Glass' starts with 'prediction:'"],
+    ),
     "more filters than the bits of a frame's filter mask": (
         lambda f: _filters(f).extend(
             {"kind": "confidence_band", "name": f"band_{i}", "min_score": 0.1, "max_score": 0.2} for i in range(60)

@@ -475,6 +475,8 @@ class ModelConfig(_Strict):
         for class_name in self.classes:
             if "|" in class_name:  # class pairs travel to the warehouse as "first|second"
                 raise ValueError(f"class {class_name!r} contains '|', which class names cannot contain")
+            if naming.is_prediction_label(class_name):  # a re-review's prediction group; exports drop it
+                raise ValueError(f"class {class_name!r} starts with {naming.prediction_label('')!r}, which names model predictions in reviews")
         owner: dict[str, str] = {}
         for client_name, client in self.clients.items():
             for camera in client.cameras:
