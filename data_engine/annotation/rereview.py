@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from data_engine.annotation.backend import Box, TaskFrame, TaskPlan
-from data_engine.annotation.tasks import _boxes, frame_name, local_segments
+from data_engine.annotation.tasks import frame_name, local_segments, prediction_boxes
 
 MAX_LISTED = 5
 
@@ -29,7 +29,7 @@ def predictions_by_frame(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[B
     grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         grouped[row["frame_uri"]].append(row)
-    return {uri: tuple(_boxes(frame_rows)) for uri, frame_rows in grouped.items()}
+    return {uri: tuple(prediction_boxes(frame_rows)) for uri, frame_rows in grouped.items()}
 
 
 def rereview_plan(

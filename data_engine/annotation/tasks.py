@@ -77,7 +77,7 @@ def plan_tasks(
                 name=frame_name(position, row["frame_uri"], upload=upload),
                 width=int(row["image_width"]),
                 height=int(row["image_height"]),
-                boxes=tuple(_boxes(row.get("predictions") or [])),
+                boxes=tuple(prediction_boxes(row.get("predictions") or [])),
                 camera_id=str(row["camera_id"]) if row.get("camera_id") else None,
                 captured_at=row.get("captured_at"),
             )
@@ -101,7 +101,8 @@ def task_settings(config: AnnotationConfig, *, upload: bool) -> TaskSettings:
     )
 
 
-def _boxes(predictions: Iterable[dict]) -> Iterable[Box]:
+def prediction_boxes(predictions: Iterable[dict]) -> Iterable[Box]:
+    """Boxes from prediction rows (class_name, score and pixel corners)."""
     for p in predictions:
         yield Box(p["class_name"], float(p["score"]), float(p["x_min"]), float(p["y_min"]), float(p["x_max"]), float(p["y_max"]))
 

@@ -3,6 +3,8 @@ for review as one pre-annotated batch (`data_engine.annotation.rereview`), optio
 latest predictions from the warehouse as a group of their own. The review sensor notices it once accepted,
 and the merge replaces those frames' labels."""
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from pydantic import Field
 
@@ -10,6 +12,9 @@ from data_engine.config import FleetConfig
 from data_engine.defs.cvat_resource import AnnotationResource
 from data_engine.defs.metadata import query_cost
 from data_engine.defs.resources import LabelStoreResource, WarehouseResource
+
+if TYPE_CHECKING:
+    from data_engine.annotation.backend import TaskPlan
 
 LABEL_REREVIEW_JOB = "label_rereview_job"
 
@@ -93,7 +98,9 @@ def build_rereview_job(fleet: FleetConfig) -> dg.JobDefinition:
             }
         )
 
-    def _with_latest_predictions(context: dg.OpExecutionContext, warehouse: WarehouseResource, model: str, plan):
+    def _with_latest_predictions(
+        context: dg.OpExecutionContext, warehouse: WarehouseResource, model: str, plan: "TaskPlan"
+    ) -> tuple["TaskPlan", dict[str, object]]:
         """The plan with each frame's latest predictions as its prediction group, and the query's cost."""
         from data_engine.annotation.rereview import predictions_by_frame, with_predictions
         from data_engine.selection.queries import latest_frame_predictions_query
