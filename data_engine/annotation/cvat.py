@@ -39,6 +39,7 @@ from cvat_sdk.core.uploading import DataUploader
 from data_engine.annotation.backend import (
     AnnotationBackend,
     AnnotationError,
+    Box,
     ProjectInfo,
     RequestTimeout,
     TaskOutcome,
@@ -322,15 +323,15 @@ class CvatBackend(AnnotationBackend):
         shapes, and the merge drops them from the export. A frame's shapes of both groups travel together."""
         if not any(frame.predictions for frame in plan.frames):
             return project, plan
+
+        def shown(box: Box) -> Box:
+            return dataclasses.replace(box, class_name=prediction_label(box.class_name))
+
         frames = tuple(
-            dataclasses.replace(
-                frame,
-                boxes=frame.boxes + tuple(dataclasses.replace(box, class_name=prediction_label(box.class_name)) for box in frame.predictions),
-                predictions=(),
-            )
+            dataclasses.replace(frame, boxes=frame.boxes + tuple(map(shown, frame.predictions)), predictions=())
             for frame in plan.frames
         )
-        needed = sorted({prediction_label(box.class_name) for frame in plan.frames for box in frame.predictions})
+        needed = sorted({box.class_name for frame in frames for box in frame.boxes if is_prediction_label(box.class_name)})
         if set(needed) - set(project.label_ids):
             project = self.ensure_project(project.name, [*project.label_ids, *needed])
         return project, dataclasses.replace(plan, frames=frames)

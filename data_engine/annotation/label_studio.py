@@ -285,9 +285,10 @@ class LabelStudioBackend(AnnotationBackend):
         path = frame_path(self.objects_root, frame.uri)
         if not path.is_file():
             raise FileNotFoundError(f"frame {frame.uri}: no local image at {path}")
+        groups = ((CONTROL, [b for b in frame.boxes if b.class_name in project.label_ids]), (PREDICTION_CONTROL, frame.predictions))
         result = [
             region(box.class_name, rectangle(box, frame), frame.width, frame.height, control) | {"score": box.score}
-            for control, boxes in ((CONTROL, [b for b in frame.boxes if b.class_name in project.label_ids]), (PREDICTION_CONTROL, frame.predictions))
+            for control, boxes in groups
             for box in boxes
         ]
         task: dict[str, Any] = {

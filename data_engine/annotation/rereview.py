@@ -2,8 +2,9 @@
 
 The batch is pre-annotated with the frames' current labels (score 1.0), so a reviewer corrects them
 instead of drawing from scratch, and optionally shows the model's latest predictions beside them as a
-group of their own (`TaskFrame.predictions`), never merged as labels; it is named `<prefix>-<model>-rereview-<label>` (naming), records its
-frames like any batch, and its accepted export replaces those frames' labels through the same merge.
+group of their own (`TaskFrame.predictions`), never merged as labels. It is named
+`<prefix>-<model>-rereview-<label>` (naming), records its frames like any batch, and its accepted export
+replaces those frames' labels through the same merge.
 """
 
 from __future__ import annotations
