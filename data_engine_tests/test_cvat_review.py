@@ -22,6 +22,7 @@ from data_engine.annotation.cvat import CvatBackend
 from data_engine.annotation.retry import RetryPolicy
 from data_engine.annotation.review_scan import ReviewCursor
 from data_engine.config import ConfigError, load_fleet_config
+from data_engine.config.models import AnnotationConfig
 from data_engine.defs.cvat_resource import CvatResource
 from data_engine.defs.labels import build_label_defs
 from data_engine.defs.profiles import resources_for
@@ -35,6 +36,7 @@ from data_engine_tests.cvat_server import ApiError, FakeCvatState, running_cvat_
 PARTITION = REVIEW_PARTITION
 DAY = PARTITION.keys_by_dimension["date"]
 NAMES = [f"data-engine-municipals-{DAY}-00{i}" for i in (1, 2, 3)]
+IN_A_BUCKET = AnnotationConfig.model_validate({"cvat": {"cloud_storage_id": 7}})  # a model whose frames CVAT reads from a bucket
 
 
 def fast_cvat(server, home: Path | None, **overrides) -> CvatResource:
@@ -286,6 +288,30 @@ def test_a_cloud_storage_of_another_bucket_is_refused(review_env, server):
     assert "demo-frames" in message and "other-bucket" in message and "cloud_storage_id" in message
 
 
+def test_the_models_cvat_settings_are_checked_by_the_backend_before_anything_is_made(review_env, server, fleet_file):
+    """The model's `annotation.cvat` block reaches the CVAT backend alone, which checks it when it finds the
+    model's project: an assignee who is no CVAT user, or frames in a bucket without a cloud storage, fail the
+    run naming the key, with no project, task or batch record made."""
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    settings = fleet["models"]["municipals"]["annotation"]["cvat"]
+    records = LabelStore.local(review_env / "labels").objects
+
+    def fails_with(home: Path | None) -> str:
+        fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
+        resources = {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, home)}
+        failed = materialize_review_tasks(resources, raise_on_error=False)
+        assert server.state.projects == {} and our_tasks(server.state) == [] and records.list("") == []
+        return str(failed.get_step_failure_events()[0].event_specific_data.error)
+
+    settings["assignees"] = ["alice", "carol"]
+    message = fails_with(review_env)
+    assert "models.municipals.annotation.cvat.assignees" in message and "'carol' is not a user of CVAT" in message
+
+    settings["assignees"] = ["alice"]
+    del settings["cloud_storage_id"]
+    assert "models.municipals.annotation.cvat.cloud_storage_id is not set" in fails_with(None)
+
+
 def test_without_cvat_url_review_tasks_says_how_to_configure(local_env, prepared_home, monkeypatch):
     shutil.copytree(prepared_home, local_env)
     monkeypatch.delenv("CVAT_URL", raising=False)
@@ -495,14 +521,14 @@ def test_retry_after_is_honoured_in_full_up_to_the_retry_deadline(server):
     policy = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, deadline_s=5.0)
     with CvatBackend(server.url, server.token, retry=policy, check_version=False) as backend:
         server.faults.fail_next("POST", r"^/api/projects$", status=429, retry_after=1.5)
-        backend.ensure_project("honoured", ["PET"])
+        backend.ensure_project("honoured", ["PET"], IN_A_BUCKET)
         first, second = (e for e in server.state.http_log if e.method == "POST" and e.path == "/api/projects")
         assert first.status == 429 and second.status == 201
         assert second.received_at - first.received_at >= 1.5
 
         server.faults.fail_next("POST", r"^/api/projects$", status=429, retry_after=60)
         with pytest.raises(AnnotationError) as raised:
-            backend.ensure_project("past-the-deadline", ["PET"])
+            backend.ensure_project("past-the-deadline", ["PET"], IN_A_BUCKET)
         assert "after 60s" in str(raised.value) and "retry deadline 5s" in str(raised.value)
 
 

@@ -52,3 +52,23 @@ def test_the_asset_graph_shows_the_review_data_flow():
     assert dict(training_labels.keys_by_input_name) == {"reviewed_tasks": dg.AssetKey("reviewed_tasks")}
     readers = [p.name for p in modules(PACKAGE / "defs") if "output_key(" in p.read_text() and p.name != "io_manager.py"]
     assert readers == ["review.py"]  # reviewed_tasks writes its own record by a conditional write
+
+
+def test_the_review_stage_reaches_into_no_annotation_tool():
+    """The review stage speaks only the neutral interface (annotation/backend.py): outside the backends'
+    own modules (and the resource that picks one), no module of the annotation package and no review asset
+    imports a backend or reads a tool's block of the model's config (`annotation.cvat`): each backend reads
+    its own settings."""
+    own = {"cvat.py", "label_studio.py", "label_studio_server.py"}
+    neutral = [p for p in modules(PACKAGE / "annotation") if p.name not in own]
+    neutral += [PACKAGE / "defs" / name for name in ("review.py", "rereview.py", "labels.py")]
+    tools = ("data_engine.annotation.cvat", "data_engine.annotation.label_studio", "cvat_sdk")
+    offenders = {}
+    for path in neutral:
+        tree = ast.parse(path.read_text(), str(path))
+        found = {name for name in imports(path) if name.startswith(tools)}
+        found |= {f".{node.attr}" for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "cvat"}
+        if found:
+            offenders[str(path.relative_to(PACKAGE))] = sorted(found)
+    assert len(neutral) > 10
+    assert offenders == {}

@@ -79,9 +79,13 @@ def box(label: str, x: float, y: float, w: float, h: float, width: int, height: 
 
 
 @pytest.fixture
-def ls_env(local_env, prepared_home, label_studio, monkeypatch, tmp_path_factory) -> Path:
-    """The local profile with the prepared review day and no CVAT_URL: Label Studio is the backend."""
+def ls_env(local_env, prepared_home, label_studio, monkeypatch, tmp_path_factory, fleet_file) -> Path:
+    """The local profile with the prepared review day and no CVAT_URL: Label Studio is the backend, for a
+    fleet config without CVAT's settings (the model's `annotation.cvat` block), which Label Studio never needs."""
     shutil.copytree(prepared_home, local_env)
+    fleet = yaml.safe_load(yaml.safe_dump(TEST_FLEET))
+    del fleet["models"][MODEL]["annotation"]["cvat"]
+    fleet_file.write_text(yaml.safe_dump(fleet, sort_keys=False))
     monkeypatch.delenv("CVAT_URL", raising=False)
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from data_engine.config.models import AnnotationConfig
 
 
 class AnnotationError(RuntimeError):
@@ -43,28 +47,33 @@ class TaskFrame:
 
 @dataclass(frozen=True)
 class TaskPlan:
+    """A review batch to make: its name and frames. `day_index` is its place among its day's batches (0 for
+    the first, and for a batch of no day), for tools that share a day's work out in turn."""
+
     name: str
     frames: tuple[TaskFrame, ...]
-    first_job_index: int  # position of the task's first job in the day's round robin of assignees
+    day_index: int = 0
 
 
-@dataclass(frozen=True)
-class TaskSettings:
-    segment_size: int
-    image_quality: int
-    assignees: tuple[str, ...]
-    annotation_batch_size: int
-    cloud_storage_id: int | None  # None: frames are uploaded from local files
-    manifest: str | None = None
-    manifest_min_frames: int = 100
+def rectangle(box: Box, frame: TaskFrame) -> list[float]:
+    """The box's corners [x1, y1, x2, y2] in pixels, clamped to the frame."""
+    return [
+        min(max(box.x_min, 0.0), frame.width),
+        min(max(box.y_min, 0.0), frame.height),
+        min(max(box.x_max, 0.0), frame.width),
+        min(max(box.y_max, 0.0), frame.height),
+    ]
 
 
 @dataclass(frozen=True)
 class ProjectInfo:
+    """A model's project as `ensure_project` returns it. A backend may return a subclass carrying what its
+    tasks need (label ids, the model's settings for that tool); `ensure_task` takes it back."""
+
     id: int
     name: str
     url: str
-    label_ids: dict[str, int]
+    labels: tuple[str, ...]  # the project's box labels
     labels_added: tuple[str, ...] = ()
     labels_not_in_config: tuple[str, ...] = ()
     created: bool = False
@@ -76,10 +85,9 @@ class TaskOutcome:
     name: str
     url: str
     frames: int
-    jobs: int
     shapes_uploaded: int
-    shapes_total: int  # auto shapes on the task after this run
-    steps: list[str] = field(default_factory=list)  # what this run did: created, data, assignees, shapes
+    shapes_total: int  # pre-annotation boxes on the task after this run
+    steps: list[str] = field(default_factory=list)  # what this run did, in the tool's words
 
 
 @dataclass(frozen=True)
@@ -115,12 +123,15 @@ class AnnotationBackend(ABC):
     """An annotation tool: projects per model, tasks per batch of frames, and their review state."""
 
     @abstractmethod
-    def ensure_project(self, name: str, classes: list[str]) -> ProjectInfo:
-        """Find the project by name or create it, so that every class is a rectangle label."""
+    def ensure_project(self, model: str, classes: list[str], config: AnnotationConfig) -> ProjectInfo:
+        """Find the model's project (config.project_name_for) or create it, so that every class is a box
+        label. `config` is the model's `annotation:` section: the backend reads and checks only its own
+        block there, before anything is made, and keeps what its tasks need in the project it returns."""
 
     @abstractmethod
-    def ensure_task(self, project: ProjectInfo, plan: TaskPlan, settings: TaskSettings) -> TaskOutcome:
-        """Create the task or resume it: data, job assignees and pre-annotations, never twice."""
+    def ensure_task(self, project: ProjectInfo, plan: TaskPlan) -> TaskOutcome:
+        """Create the batch's task in the project (as `ensure_project` returned it) or resume it: frames and
+        pre-annotations, never twice."""
 
     @abstractmethod
     def tasks_updated_after(self, position: TaskPosition | None, limit: int) -> TaskPage:
@@ -131,10 +142,11 @@ class AnnotationBackend(ABC):
         """The current state of some tasks (deleted ones are left out)."""
 
     @abstractmethod
-    def export_task_coco(self, task_id: int) -> bytes:
-        """The task's annotations as a COCO 1.0 export zip, without images (the tool's frame names as
-        file_name). Waits for the export with an outer deadline (RequestTimeout); a failed export
-        raises AnnotationError naming the task and the tool's request."""
+    def export_task_coco(self, task_id: int) -> dict[str, Any]:
+        """The task's reviewed annotations as a COCO dict (images named by the tool's frame names; frames a
+        reviewer deleted are left out), for `data_engine.labels` to check and merge. Waits for an export with
+        an outer deadline (RequestTimeout); a failed export raises AnnotationError naming the task and the
+        tool's request."""
 
     def cloud_frame_uris(self, task_id: int) -> dict[str, str] | None:
         """Frame name -> frame URI of a task whose frames the tool reads from a bucket (their names are the

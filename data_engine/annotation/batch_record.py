@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from data_engine.objectstore import PreconditionFailed
 
 if TYPE_CHECKING:
-    from data_engine.annotation.backend import AnnotationBackend, ProjectInfo, TaskFrame, TaskOutcome, TaskPlan, TaskSettings
+    from data_engine.annotation.backend import AnnotationBackend, ProjectInfo, TaskFrame, TaskOutcome, TaskPlan
     from data_engine.objectstore import ObjectStore
 
 FOLDER = "review_batches"
@@ -129,12 +129,12 @@ def replace(store: ObjectStore, record: BatchRecord) -> None:
 
 
 def ensure_recorded_task(
-    backend: AnnotationBackend, store: ObjectStore, model: str, project: ProjectInfo, plan: TaskPlan, settings: TaskSettings
+    backend: AnnotationBackend, store: ObjectStore, model: str, project: ProjectInfo, plan: TaskPlan
 ) -> TaskOutcome:
     """The batch's task, made or resumed, with its record written first (see the module's docstring)."""
     record = BatchRecord.of(model, plan.name, plan.frames)
     stale = write_before_creation(store, record)
-    outcome = backend.ensure_task(project, plan, settings)
+    outcome = backend.ensure_task(project, plan)
     if stale:  # the task holds exactly the plan's frames now (the backend checks that)
         replace(store, record)
     return outcome

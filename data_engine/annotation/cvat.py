@@ -22,10 +22,12 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
+import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,12 +44,13 @@ from data_engine.annotation.backend import (
     Box,
     ProjectInfo,
     RequestTimeout,
+    TaskFrame,
     TaskOutcome,
     TaskPage,
     TaskPlan,
     TaskPosition,
-    TaskSettings,
     TaskSnapshot,
+    rectangle,
 )
 from data_engine.annotation.naming import is_prediction_label, prediction_label
 from data_engine.annotation.retry import (
@@ -58,7 +61,9 @@ from data_engine.annotation.retry import (
     settle_then_recheck,
     with_retries,
 )
-from data_engine.annotation.tasks import cloud_key, local_files, shape_batches
+from data_engine.annotation.tasks import cloud_key, frame_path
+from data_engine.config.models import AnnotationConfig, CvatSettings
+from data_engine.labels.coco import cvat_export_json
 
 T = TypeVar("T")
 SUPPORTED_SERVER_MINORS = ("2.80", "2.81")
@@ -97,6 +102,67 @@ def timed_out(error: BaseException) -> bool:
 def shape_key(frame: int, label_id: int, points: list[float], score: float) -> tuple:
     """What makes an auto shape one of ours: a copy with the same key is a duplicate."""
     return frame, label_id, tuple(round(float(p), 3) for p in points), round(float(score), 4)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CvatProject(ProjectInfo):
+    """A model's CVAT project, with what its tasks need: label ids and the model's `annotation.cvat` settings."""
+
+    label_ids: dict[str, int]
+    settings: CvatSettings
+    cloud_storage_id: int | None  # None: frames are uploaded from the local object root
+    jobs_per_task: int  # jobs of a full task, so each day task's round robin of assignees goes on from the last
+
+
+def shape_batches(
+    frames: Sequence[TaskFrame], pending: Iterable[int], label_ids: dict[str, int], batch_size: int
+) -> Iterable[tuple[list[int], list[dict]]]:
+    """Shapes (CVAT LabeledShapeRequest fields, source=auto with the score) of the `pending` frame
+    indices, in batches of whole frames holding at most `batch_size` shapes (one frame with more
+    shapes makes a batch of its own). A frame's shapes are never split across two requests, so
+    "frames with auto shapes" tells exactly which batches landed."""
+    batch_frames: list[int] = []
+    batch: list[dict] = []
+    for index in sorted(pending):
+        frame = frames[index]
+        shapes = [
+            {
+                "type": "rectangle",
+                "frame": index,
+                "label_id": label_ids[box.class_name],
+                "points": rectangle(box, frame),
+                "source": "auto",
+                "score": box.score,
+            }
+            for box in frame.boxes
+            if box.class_name in label_ids
+        ]
+        if not shapes:
+            continue
+        if batch and len(batch) + len(shapes) > batch_size:
+            yield batch_frames, batch
+            batch_frames, batch = [], []
+        batch_frames.append(index)
+        batch.extend(shapes)
+    if batch:
+        yield batch_frames, batch
+
+
+def local_files(objects_root: Path, frames: Sequence[TaskFrame], staging: Path) -> list[Path]:
+    """Hard links (copies across file systems) named like the task's frames to the local images
+    (frame_path), for upload; cvat-sdk follows symlinks to the target's name, so no symlinks."""
+    paths = []
+    for frame in frames:
+        source = frame_path(objects_root, frame.uri)
+        if not source.is_file():
+            raise FileNotFoundError(f"frame {frame.uri}: no local image at {source}")
+        link = staging / frame.name
+        try:
+            os.link(source, link)
+        except OSError:
+            shutil.copyfile(source, link)
+        paths.append(link)
+    return paths
 
 
 def iso(value: dt.datetime) -> str:
@@ -212,15 +278,27 @@ class CvatBackend(AnnotationBackend):
 
     # --- projects -----------------------------------------------------------------------------
 
-    def ensure_project(self, name: str, classes: list[str]) -> ProjectInfo:
-        projects_api, labels_api = self.api.projects_api, self.api.labels_api
+    def ensure_project(self, model: str, classes: list[str], config: AnnotationConfig) -> CvatProject:
+        """The model's project, after checking its `annotation.cvat` settings (a cloud storage unless frames
+        are uploaded; assignees that are users of this CVAT), so a bad setting makes nothing."""
+        name = config.project_name_for(model)
+        settings = config.cvat
+        cloud_storage_id = None if self.objects_root is not None else settings.cloud_storage_id
+        if self.objects_root is None and cloud_storage_id is None:
+            raise AnnotationError(
+                f"models.{model}.annotation.cvat.cloud_storage_id is not set: frames in S3/GCS are attached through a CVAT"
+                " cloud storage; register the bucket in CVAT (Cloud Storages) and put its id in the fleet config"
+            )
+        for username in settings.assignees:
+            self._user_id(username, f"models.{model}.annotation.cvat.assignees")
+        projects_api = self.api.projects_api
 
         def find():
             found = [p for p in self._call(f"project {name!r}: GET /api/projects", projects_api.list, name=name).results if p.name == name]
             if len(found) > 1:
                 raise AnnotationError(
                     f"CVAT {self.url}: {len(found)} projects are named {name!r} (ids {[p.id for p in found]});"
-                    " rename or delete the extra ones, or set cvat.project_name"
+                    " rename or delete the extra ones, or set the model's annotation.project_name"
                 )
             return found[0] if found else None
 
@@ -234,35 +312,46 @@ class CvatBackend(AnnotationBackend):
                 f"project {name!r}: POST /api/projects", lambda **kw: find() or projects_api.create(spec, **kw), write=True
             )
             created = True
-        labels = self._all(f"project {name!r}: GET /api/labels", labels_api.list, project_id=project.id)
+        labels, added = self._with_labels(project.id, name, classes)
+        extra = tuple(sorted(label.name for label in labels if label.name not in classes and not is_prediction_label(label.name)))
+        if extra:
+            self.log.warning(f"CVAT project {name!r} (id {project.id}) has labels not in the config, kept: {list(extra)}")
+        return CvatProject(
+            id=project.id,
+            name=name,
+            url=f"{self.url}/projects/{project.id}",
+            labels=tuple(label.name for label in labels),
+            labels_added=tuple(added) if not created else (),
+            labels_not_in_config=extra,
+            created=created,
+            label_ids={label.name: label.id for label in labels},
+            settings=settings,
+            cloud_storage_id=cloud_storage_id,
+            jobs_per_task=-(-config.max_frames_per_task // settings.segment_size),
+        )
+
+    def _with_labels(self, project_id: int, name: str, wanted: list[str]) -> tuple[list[Any], list[str]]:
+        """The project's labels once those of `wanted` it lacks are added (as rectangles), and the ones added."""
+        labels = self._all(f"project {name!r}: GET /api/labels", self.api.labels_api.list, project_id=project_id)
         existing = {label.name for label in labels}
-        added = [c for c in classes if c not in existing]
+        added = [c for c in wanted if c not in existing]
         if added:
             self._call(
-                f"project {name!r} (id {project.id}): PATCH /api/projects/{project.id} (add labels {added})",
-                projects_api.partial_update,
-                project.id,
+                f"project {name!r} (id {project_id}): PATCH /api/projects/{project_id} (add labels {added})",
+                self.api.projects_api.partial_update,
+                project_id,
                 patched_project_write_request=models.PatchedProjectWriteRequest(
                     labels=[models.PatchedLabelRequest(name=c, type="rectangle") for c in added]
                 ),
             )
-            labels = self._all(f"project {name!r}: GET /api/labels", labels_api.list, project_id=project.id)
-        extra = tuple(sorted(label.name for label in labels if label.name not in classes and not is_prediction_label(label.name)))
-        if extra:
-            self.log.warning(f"CVAT project {name!r} (id {project.id}) has labels not in the config, kept: {list(extra)}")
-        return ProjectInfo(
-            id=project.id,
-            name=name,
-            url=f"{self.url}/projects/{project.id}",
-            label_ids={label.name: label.id for label in labels},
-            labels_added=tuple(added) if not created else (),
-            labels_not_in_config=extra,
-            created=created,
-        )
+            labels = self._all(f"project {name!r}: GET /api/labels", self.api.labels_api.list, project_id=project_id)
+        return labels, added
 
     # --- tasks --------------------------------------------------------------------------------
 
-    def ensure_task(self, project: ProjectInfo, plan: TaskPlan, settings: TaskSettings) -> TaskOutcome:
+    def ensure_task(self, project: ProjectInfo, plan: TaskPlan) -> TaskOutcome:
+        if not isinstance(project, CvatProject):
+            raise TypeError(f"task {plan.name!r}: pass the project CvatBackend.ensure_project returned, not a {type(project).__name__}")
         tasks_api = self.api.tasks_api
         steps: list[str] = []
         where = f"task {plan.name!r}"
@@ -285,12 +374,12 @@ class CvatBackend(AnnotationBackend):
 
         task = find()
         if task is None:
-            spec = models.TaskWriteRequest(name=plan.name, project_id=project.id, segment_size=settings.segment_size)
+            spec = models.TaskWriteRequest(name=plan.name, project_id=project.id, segment_size=project.settings.segment_size)
             task = self._call(f"{where}: POST /api/tasks", lambda **kw: find() or tasks_api.create(spec, **kw), write=True)
             steps.append("created")
         where = f"task {plan.name!r} (id {task.id})"
         if not task.size:
-            self._attach_data(task.id, where, plan, settings)
+            self._attach_data(task.id, where, plan, project)
             task = self._call(f"{where}: GET /api/tasks/{task.id}", tasks_api.retrieve, task.id)
             steps.append("data")
         self._check_frames(task.id, where, plan)
@@ -298,10 +387,10 @@ class CvatBackend(AnnotationBackend):
             self._all(f"{where}: GET /api/jobs", self.api.jobs_api.list, task_id=task.id, type="annotation"),
             key=lambda job: job.start_frame,
         )
-        if self._assign(jobs, where, plan, settings):
+        if self._assign(jobs, where, plan, project):
             steps.append("assignees")
         project, plan = self._with_prediction_group(project, plan)
-        uploaded, total, removed = self._upload_shapes(task.id, where, plan, project.label_ids, settings)
+        uploaded, total, removed = self._upload_shapes(task.id, where, plan, project)
         if uploaded:
             steps.append("shapes")
         if removed:
@@ -311,13 +400,12 @@ class CvatBackend(AnnotationBackend):
             name=plan.name,
             url=f"{self.url}/tasks/{task.id}",
             frames=int(task.size),
-            jobs=len(jobs),
             shapes_uploaded=uploaded,
             shapes_total=total,
             steps=steps,
         )
 
-    def _with_prediction_group(self, project: ProjectInfo, plan: TaskPlan) -> tuple[ProjectInfo, TaskPlan]:
+    def _with_prediction_group(self, project: CvatProject, plan: TaskPlan) -> tuple[CvatProject, TaskPlan]:
         """The plan's prediction group as auto shapes of the labels `prediction:<class>`, which the project
         gets when it lacks them: the reviewer sees (and can hide) the model's boxes beside the editable class
         shapes, and the merge drops them from the export. A frame's shapes of both groups travel together."""
@@ -333,7 +421,10 @@ class CvatBackend(AnnotationBackend):
         )
         needed = sorted({box.class_name for frame in frames for box in frame.boxes if is_prediction_label(box.class_name)})
         if set(needed) - set(project.label_ids):
-            project = self.ensure_project(project.name, [*project.label_ids, *needed])
+            labels, _ = self._with_labels(project.id, project.name, needed)
+            project = dataclasses.replace(
+                project, labels=tuple(label.name for label in labels), label_ids={label.name: label.id for label in labels}
+            )
         return project, dataclasses.replace(plan, frames=frames)
 
     def _pending_data_request(self, task_id: int, where: str) -> str | None:
@@ -343,26 +434,25 @@ class CvatBackend(AnnotationBackend):
         running = [r for r in requests if str(r.status) in ("queued", "started")]
         return running[0].id if running else None
 
-    def _attach_data(self, task_id: int, where: str, plan: TaskPlan, settings: TaskSettings) -> None:
+    def _attach_data(self, task_id: int, where: str, plan: TaskPlan, project: CvatProject) -> None:
         """Attach the frames, or wait for the upload an earlier (crashed) run already started."""
         rq_id = self._pending_data_request(task_id, where)
         if rq_id is None:
+            settings, storage_id = project.settings, project.cloud_storage_id
             data: dict[str, Any] = {"image_quality": settings.image_quality, "sorting_method": "predefined"}
-            if settings.cloud_storage_id is not None:
-                self._check_storage(settings.cloud_storage_id, where, plan)
+            if storage_id is not None:
+                self._check_storage(storage_id, where, plan)
                 keys = [frame.name for frame in plan.frames]
                 if settings.manifest and len(keys) >= settings.manifest_min_frames:
                     keys.append(settings.manifest)
-                request = models.DataRequest(
-                    server_files=keys, cloud_storage_id=settings.cloud_storage_id, use_cache=True, **data
-                )
-                what = f"{where}: POST /api/tasks/{task_id}/data (cloud storage {settings.cloud_storage_id})"
+                request = models.DataRequest(server_files=keys, cloud_storage_id=storage_id, use_cache=True, **data)
+                what = f"{where}: POST /api/tasks/{task_id}/data (cloud storage {storage_id})"
                 post = lambda: self.api.tasks_api.create_data(  # noqa: E731
                     task_id, data_request=request, _request_timeout=self.request_timeout_s
                 )[0].rq_id
             else:
                 what = f"{where}: POST /api/tasks/{task_id}/data (upload of {len(plan.frames)} files)"
-                post = lambda: self._upload_files(task_id, where, plan, data)  # noqa: E731
+                post = lambda: self._upload_files(task_id, plan, data)  # noqa: E731
             tries = [0]
 
             def start(**_kw) -> str | None:
@@ -380,12 +470,9 @@ class CvatBackend(AnnotationBackend):
         if rq_id is not None:
             self.wait_for_request(rq_id, f"{where}: data")
 
-    def _upload_files(self, task_id: int, where: str, plan: TaskPlan, data: dict[str, Any]) -> str:
-        if self.objects_root is None:
-            raise AnnotationError(
-                f"{where}: frames must be uploaded from local files but no objects_root is configured;"
-                " set cvat.cloud_storage_id for the model or use the local profile"
-            )
+    def _upload_files(self, task_id: int, plan: TaskPlan, data: dict[str, Any]) -> str:
+        """Upload from the object root (a project without a cloud storage has one: ensure_project)."""
+        assert self.objects_root is not None
         url = self.client.api_map.make_endpoint_url(self.api.tasks_api.create_data_endpoint.path, kwsub={"id": task_id})
         with tempfile.TemporaryDirectory(prefix="cvat-upload-") as staging:
             paths = local_files(self.objects_root, plan.frames, Path(staging))
@@ -405,7 +492,7 @@ class CvatBackend(AnnotationBackend):
         if buckets != {storage.resource}:
             raise AnnotationError(
                 f"{where}: the frames are in bucket(s) {sorted(buckets)} but CVAT cloud storage {storage_id}"
-                f" ({storage.display_name!r}) is bucket {storage.resource!r}; fix cvat.cloud_storage_id"
+                f" ({storage.display_name!r}) is bucket {storage.resource!r}; fix the model's annotation.cvat.cloud_storage_id"
             )
 
     def _check_frames(self, task_id: int, where: str, plan: TaskPlan) -> None:
@@ -423,17 +510,23 @@ class CvatBackend(AnnotationBackend):
         if username not in self._users:
             found = [u for u in self._call(f"{where}: GET /api/users", self.api.users_api.list, username=username).results if u.username == username]
             if not found:
-                raise AnnotationError(f"{where}: assignee {username!r} (cvat.assignees) is not a user of CVAT {self.url}")
+                raise AnnotationError(
+                    f"{where}: assignee {username!r} is not a user of CVAT {self.url}; add the user in CVAT or remove"
+                    " the name from annotation.cvat.assignees, then re-run"
+                )
             self._users[username] = found[0].id
         return self._users[username]
 
-    def _assign(self, jobs: list[Any], where: str, plan: TaskPlan, settings: TaskSettings) -> bool:
-        """Round robin over the configured usernames; a job someone already assigned is left alone."""
+    def _assign(self, jobs: list[Any], where: str, plan: TaskPlan, project: CvatProject) -> bool:
+        """Round robin over the configured usernames, going on across the day's tasks (each earlier one is
+        full: plan_tasks); a job someone already assigned is left alone."""
+        assignees = project.settings.assignees
+        first_job = plan.day_index * project.jobs_per_task
         changed = False
         for position, job in enumerate(jobs):
-            if not settings.assignees or job.assignee is not None:
+            if not assignees or job.assignee is not None:
                 continue
-            username = settings.assignees[(plan.first_job_index + position) % len(settings.assignees)]
+            username = assignees[(first_job + position) % len(assignees)]
             self._call(
                 f"{where}: PATCH /api/jobs/{job.id} (assignee {username})",
                 self.api.jobs_api.partial_update,
@@ -447,10 +540,9 @@ class CvatBackend(AnnotationBackend):
         data = self._call(f"{where}: GET /api/tasks/{task_id}/annotations", self.api.tasks_api.retrieve_annotations, task_id)
         return [shape for shape in data.shapes if str(shape.source) == "auto"]
 
-    def _upload_shapes(
-        self, task_id: int, where: str, plan: TaskPlan, label_ids: dict[str, int], settings: TaskSettings
-    ) -> tuple[int, int, int]:
+    def _upload_shapes(self, task_id: int, where: str, plan: TaskPlan, project: CvatProject) -> tuple[int, int, int]:
         """(shapes uploaded, auto shapes on the task now, duplicate auto shapes removed)."""
+        label_ids = project.label_ids
         missing = {box.class_name for frame in plan.frames for box in frame.boxes} - set(label_ids)
         if missing:
             raise AnnotationError(f"{where}: classes {sorted(missing)} have no label in the project")
@@ -464,7 +556,7 @@ class CvatBackend(AnnotationBackend):
         pending = [i for i in range(len(plan.frames)) if i not in done]
         uploaded, late = 0, [False]
         for number, (frames, shapes) in enumerate(
-            shape_batches(plan.frames, pending, label_ids, settings.annotation_batch_size), start=1
+            shape_batches(plan.frames, pending, label_ids, project.settings.annotation_batch_size), start=1
         ):
             what = f"{where}: shapes batch {number} (frames {frames[0]}-{frames[-1]})"
             uploaded += self._patch_shapes(task_id, what, shapes, late)
@@ -557,9 +649,10 @@ class CvatBackend(AnnotationBackend):
         meta = self._call(f"{where}: GET /api/tasks/{task_id}/data/meta", self.api.tasks_api.retrieve_data_meta, task_id)
         return {frame.name: f"{scheme}://{storage.resource}/{frame.name}" for frame in meta.frames}
 
-    def export_task_coco(self, task_id: int) -> bytes:
+    def export_task_coco(self, task_id: int) -> dict[str, Any]:
         """POST /api/tasks/{id}/dataset/export (COCO 1.0, save_images=false), poll the request with the
-        outer deadline, then download its result_url through the SDK's REST client (auth headers, retries).
+        outer deadline, download its result_url through the SDK's REST client (auth headers, retries), and
+        read the COCO out of the zip (ExportError for a broken one).
 
         CVAT reuses an identical export still running, so a retried POST does not queue a second one.
         """
@@ -586,7 +679,7 @@ class CvatBackend(AnnotationBackend):
 
         data = self._call(f"{where}: download of the export of CVAT request {rq_id!r}", download)
         self.log.info(f"{where}: exported {len(data)} bytes ({EXPORT_FORMAT}, request {rq_id!r})")
-        return data
+        return cvat_export_json(data, task_id)
 
     # --- listing for the review sensor ----------------------------------------------------------
 

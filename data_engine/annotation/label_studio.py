@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import logging
 import xml.etree.ElementTree as ET
-import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,19 +39,19 @@ from data_engine.annotation.backend import (
     TaskPage,
     TaskPlan,
     TaskPosition,
-    TaskSettings,
     TaskSnapshot,
+    rectangle,
 )
 from data_engine.annotation.naming import PREDICTION_GROUP, prediction_label
 from data_engine.annotation.retry import RetriesExhausted, RetryPolicy, Transient, settle_then_recheck, with_retries
-from data_engine.annotation.tasks import frame_path, rectangle
+from data_engine.annotation.tasks import frame_path
+from data_engine.config.models import AnnotationConfig
 
 PAGE_SIZE = 500
 MAX_PAGES = 200
 CONTROL = "label"  # the RectangleLabels control of our projects' labeling config
 PREDICTION_CONTROL = PREDICTION_GROUP  # a second one, for a re-review's prediction group (never labels)
 IMAGE = "image"
-ANNOTATIONS_PATH = "annotations/instances_default.json"  # where the export zip holds its COCO, as in CVAT's
 
 
 def batch_id(name: str) -> int:
@@ -220,7 +218,10 @@ class LabelStudioBackend(AnnotationBackend):
 
     # --- projects -----------------------------------------------------------------------------
 
-    def ensure_project(self, name: str, classes: list[str]) -> ProjectInfo:
+    def ensure_project(self, model: str, classes: list[str], config: AnnotationConfig) -> ProjectInfo:
+        """The model's project; Label Studio has no settings of its own in the model's config."""
+        name = config.project_name_for(model)
+
         def find() -> dict | None:
             self._project_titles = None
             found = [pid for pid, title in self._projects().items() if title == name]
@@ -257,7 +258,7 @@ class LabelStudioBackend(AnnotationBackend):
             id=int(project["id"]),
             name=name,
             url=f"{self.url}/projects/{project['id']}/data",
-            label_ids={label: index for index, label in enumerate(labels, start=1)},
+            labels=tuple(labels),
             labels_added=tuple(added) if not created else (),
             labels_not_in_config=extra,
             created=created,
@@ -285,7 +286,7 @@ class LabelStudioBackend(AnnotationBackend):
         path = frame_path(self.objects_root, frame.uri)
         if not path.is_file():
             raise FileNotFoundError(f"frame {frame.uri}: no local image at {path}")
-        groups = ((CONTROL, [b for b in frame.boxes if b.class_name in project.label_ids]), (PREDICTION_CONTROL, frame.predictions))
+        groups = ((CONTROL, [b for b in frame.boxes if b.class_name in project.labels]), (PREDICTION_CONTROL, frame.predictions))
         result = [
             region(box.class_name, rectangle(box, frame), frame.width, frame.height, control) | {"score": box.score}
             for control, boxes in groups
@@ -307,7 +308,7 @@ class LabelStudioBackend(AnnotationBackend):
             task["predictions"] = [{"model_version": "data-engine", "score": min(b["score"] for b in result), "result": result}]
         return task
 
-    def ensure_task(self, project: ProjectInfo, plan: TaskPlan, settings: TaskSettings) -> TaskOutcome:
+    def ensure_task(self, project: ProjectInfo, plan: TaskPlan) -> TaskOutcome:
         where = f"batch {plan.name!r}"
         planned = {frame.uri: index for index, frame in enumerate(plan.frames)}
         steps: list[str] = []
@@ -351,7 +352,6 @@ class LabelStudioBackend(AnnotationBackend):
             name=plan.name,
             url=project.url,
             frames=len({t["data"]["frame_uri"] for t in existing}),
-            jobs=1,
             shapes_uploaded=uploaded,
             shapes_total=sum(int(t.get("total_predictions") or 0) for t in existing),
             steps=steps,
@@ -457,21 +457,15 @@ class LabelStudioBackend(AnnotationBackend):
     def tasks_by_id(self, task_ids: list[int]) -> list[TaskSnapshot]:
         return [self._snapshot(pid, name, frames) for pid, name, frames in self._find_batches(task_ids).values()]
 
-    def export_task_coco(self, task_id: int) -> bytes:
-        """The batch's submitted annotations as COCO in a zip laid out like CVAT's COCO 1.0 export
-        (`annotations/instances_default.json`), images named by their frame name."""
+    def export_task_coco(self, task_id: int) -> dict[str, Any]:
+        """The batch's submitted annotations as COCO, images named by their frame name."""
         found = self._find_batches([task_id]).get(task_id)
         if found is None:
             raise AnnotationError(f"Label Studio {self.url}: batch {task_id} has no tasks (deleted?)")
         project_id, name, frames = found
         project = self._request("GET", f"/api/projects/{project_id}", f"batch {name!r}: GET project {project_id}")
         categories = {label: index for index, label in enumerate(config_labels(project["label_config"], project["title"]), start=1)}
-        coco = coco_of_frames(frames, categories, f"batch {name!r}")
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(ANNOTATIONS_PATH, json.dumps(coco))
-        return buffer.getvalue()
-
+        return coco_of_frames(frames, categories, f"batch {name!r}")
 
     # --- acting as a person in the UI (the simulated reviewer) ----------------------------------
 

@@ -76,7 +76,7 @@ def rereview_plan(
                 captured_at=dt.datetime.fromisoformat(captured) if captured else None,
             )
         )
-    return TaskPlan(name=name, frames=tuple(frames), first_job_index=0)
+    return TaskPlan(name=name, frames=tuple(frames))
 
 
 def with_predictions(plan: TaskPlan, predictions: Mapping[str, Sequence[Box]]) -> TaskPlan:

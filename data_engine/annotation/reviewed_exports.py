@@ -94,5 +94,4 @@ def _export(backend: AnnotationBackend, records: ObjectStore, model: str, task: 
             )
         mapping, fields, made_with = keys | batch_record.unambiguous_stems(keys), None, set(keys.values())
         where = "its cloud storage (frame names are the bucket's keys)"
-    data = backend.export_task_coco(task_id)
-    return reviewed_task_export(task, data, mapping, made_with, where, fields)
+    return reviewed_task_export(task, backend.export_task_coco(task_id), mapping, made_with, where, fields)

@@ -1,4 +1,4 @@
-"""A model-day's review candidates -> the CVAT tasks to make: order, chunks, names, frames, shapes.
+"""A model-day's review candidates -> the review batches to make: order, chunks, names, frames, boxes.
 
 Everything here is deterministic in its inputs: a retry of the same partition plans the same tasks,
 which is what lets task names serve as idempotency keys.
@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from data_engine.annotation.backend import Box, TaskFrame, TaskPlan, TaskSettings
+from data_engine.annotation.backend import Box, TaskFrame, TaskPlan
 from data_engine.config.models import AnnotationConfig
 
 
@@ -43,7 +43,7 @@ def frame_path(objects_root: Path, frame_uri: str) -> Path:
 
 
 def upload_name(position: int, frame_uri: str) -> str:
-    """The file name of an uploaded frame: CVAT keeps only base names, so make them unique and ordered."""
+    """The file name of an uploaded frame: tools keep only base names (CVAT), so make them unique and ordered."""
     _, key = cloud_key(frame_uri)
     return f"{position:06d}_{key.replace('/', '__')}"
 
@@ -68,7 +68,6 @@ def plan_tasks(
             local_segments(row["frame_uri"])
     size = config.max_frames_per_task
     plans: list[TaskPlan] = []
-    jobs_before = 0
     for index, start in enumerate(range(0, len(ordered), size)):
         chunk = ordered[start : start + size]
         frames = tuple(
@@ -83,89 +82,11 @@ def plan_tasks(
             )
             for position, row in enumerate(chunk)
         )
-        plans.append(TaskPlan(name=config.task_name(model, day, index + 1), frames=frames, first_job_index=jobs_before))
-        jobs_before += -(-len(frames) // config.cvat.segment_size)
+        plans.append(TaskPlan(name=config.task_name(model, day, index + 1), frames=frames, day_index=index))
     return plans
-
-
-def task_settings(config: AnnotationConfig, *, upload: bool) -> TaskSettings:
-    cvat = config.cvat
-    return TaskSettings(
-        segment_size=cvat.segment_size,
-        image_quality=cvat.image_quality,
-        assignees=tuple(cvat.assignees),
-        annotation_batch_size=cvat.annotation_batch_size,
-        cloud_storage_id=None if upload else cvat.cloud_storage_id,
-        manifest=cvat.manifest,
-        manifest_min_frames=cvat.manifest_min_frames,
-    )
 
 
 def prediction_boxes(predictions: Iterable[dict]) -> Iterable[Box]:
     """Boxes from prediction rows (class_name, score and pixel corners)."""
     for p in predictions:
         yield Box(p["class_name"], float(p["score"]), float(p["x_min"]), float(p["y_min"]), float(p["x_max"]), float(p["y_max"]))
-
-
-def rectangle(box: Box, frame: TaskFrame) -> list[float]:
-    """CVAT rectangle points [x1, y1, x2, y2] in pixels, clamped to the image."""
-    return [
-        min(max(box.x_min, 0.0), frame.width),
-        min(max(box.y_min, 0.0), frame.height),
-        min(max(box.x_max, 0.0), frame.width),
-        min(max(box.y_max, 0.0), frame.height),
-    ]
-
-
-def shape_batches(
-    frames: Sequence[TaskFrame], pending: Iterable[int], label_ids: dict[str, int], batch_size: int
-) -> Iterable[tuple[list[int], list[dict]]]:
-    """Shapes (CVAT LabeledShapeRequest fields, source=auto with the score) of the `pending` frame
-    indices, in batches of whole frames holding at most `batch_size` shapes (one frame with more
-    shapes makes a batch of its own). A frame's shapes are never split across two requests, so
-    "frames with auto shapes" tells exactly which batches landed."""
-    batch_frames: list[int] = []
-    batch: list[dict] = []
-    for index in sorted(pending):
-        frame = frames[index]
-        shapes = [
-            {
-                "type": "rectangle",
-                "frame": index,
-                "label_id": label_ids[box.class_name],
-                "points": rectangle(box, frame),
-                "source": "auto",
-                "score": box.score,
-            }
-            for box in frame.boxes
-            if box.class_name in label_ids
-        ]
-        if not shapes:
-            continue
-        if batch and len(batch) + len(shapes) > batch_size:
-            yield batch_frames, batch
-            batch_frames, batch = [], []
-        batch_frames.append(index)
-        batch.extend(shapes)
-    if batch:
-        yield batch_frames, batch
-
-
-def local_files(objects_root: Path, frames: Sequence[TaskFrame], staging: Path) -> list[Path]:
-    """Hard links (copies across file systems) named like the task's frames to the local images
-    (frame_path), for upload; cvat-sdk follows symlinks to the target's name, so no symlinks."""
-    import os
-    import shutil
-
-    paths = []
-    for frame in frames:
-        source = frame_path(objects_root, frame.uri)
-        if not source.is_file():
-            raise FileNotFoundError(f"frame {frame.uri}: no local image at {source}")
-        link = staging / frame.name
-        try:
-            os.link(source, link)
-        except OSError:
-            shutil.copyfile(source, link)
-        paths.append(link)
-    return paths

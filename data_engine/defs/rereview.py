@@ -48,7 +48,6 @@ def build_rereview_job(fleet: FleetConfig) -> dg.JobDefinition:
         from data_engine.annotation.backend import AnnotationError
         from data_engine.annotation.batch_record import ensure_recorded_task
         from data_engine.annotation.rereview import RereviewError, rereview_plan
-        from data_engine.annotation.tasks import task_settings
         from data_engine.labels import LabelStoreError
         from data_engine.labels.store import check_version_id
 
@@ -78,8 +77,8 @@ def build_rereview_job(fleet: FleetConfig) -> dg.JobDefinition:
             plan, cost = _with_latest_predictions(context, warehouse, model, plan)
         try:
             with annotation.open(logger=context.log) as backend:
-                project = backend.ensure_project(review_config.project_name_for(model), list(fleet.models[model].classes))
-                outcome = ensure_recorded_task(backend, store.objects, model, project, plan, task_settings(review_config, upload=upload))
+                project = backend.ensure_project(model, list(fleet.models[model].classes), review_config)
+                outcome = ensure_recorded_task(backend, store.objects, model, project, plan)
         except AnnotationError as error:
             raise dg.Failure(str(error)) from error
         context.log.info(f"{plan.name}: task {outcome.task_id}, {outcome.frames} frames ({', '.join(outcome.steps) or 'nothing to do'})")

@@ -117,7 +117,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         import pyarrow as pa
 
         from data_engine.annotation.batch_record import ensure_recorded_task
-        from data_engine.annotation.tasks import plan_tasks, task_settings
+        from data_engine.annotation.tasks import plan_tasks
 
         model, day = model_and_day(context)
         review_config = fleet.models[model].annotation
@@ -131,20 +131,13 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
         empty = pa.Table.from_pylist([], schema=_task_frames_schema())
         if not candidates:
             return dg.Output(empty, metadata={"tasks": 0, "frames": 0, "note": "no review candidates for this day"})
-        upload = annotation.local_frames
-        if not upload and review_config.cvat.cloud_storage_id is None:
-            raise dg.Failure(
-                f"models.{model}.annotation.cvat.cloud_storage_id is not set: frames in S3/GCS are attached through a CVAT"
-                " cloud storage; register the bucket in CVAT (Cloud Storages) and put its id in the fleet config"
-            )
-        plans = plan_tasks(model, day, review_config, candidates, upload=upload)
-        settings = task_settings(review_config, upload=upload)
+        plans = plan_tasks(model, day, review_config, candidates, upload=annotation.local_frames)
         records = label_stores.open(model).objects
         outcomes = []
         with annotation.open(logger=context.log) as backend:
-            project = backend.ensure_project(review_config.project_name_for(model), list(fleet.models[model].classes))
+            project = backend.ensure_project(model, list(fleet.models[model].classes), review_config)
             for plan in plans:
-                outcome = ensure_recorded_task(backend, records, model, project, plan, settings)
+                outcome = ensure_recorded_task(backend, records, model, project, plan)
                 context.log.info(
                     f"{plan.name}: task {outcome.task_id}, {outcome.frames} frames, {outcome.shapes_total} auto shapes"
                     f" ({', '.join(outcome.steps) or 'nothing to do'})"
@@ -160,7 +153,6 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
                 "task": f"[{o.name}]({o.url})",
                 "id": o.task_id,
                 "frames": o.frames,
-                "jobs": o.jobs,
                 "shapes": o.shapes_total,
                 "shapes uploaded now": o.shapes_uploaded,
                 "this run": ", ".join(o.steps) or "-",

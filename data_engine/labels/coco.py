@@ -62,6 +62,13 @@ class TaskExport:
 
 def read_cvat_export(source: bytes | str | Path, task: int | str) -> Coco:
     """The COCO dict inside a CVAT COCO 1.0 export zip (bytes or a path), checked for shape and ids."""
+    coco = cvat_export_json(source, task)
+    check_coco(coco, f"task {task}")
+    return coco
+
+
+def cvat_export_json(source: bytes | str | Path, task: int | str) -> Any:
+    """The JSON inside a CVAT COCO 1.0 export zip (bytes or a path), not yet checked (check_coco)."""
     where = f"task {task}"
     try:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
@@ -81,7 +88,6 @@ def read_cvat_export(source: bytes | str | Path, task: int | str) -> Coco:
         coco = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ExportError(f"{where}: {ANNOTATIONS_PATH} is not valid JSON ({error}); export it again") from None
-    check_coco(coco, where)
     return coco
 
 

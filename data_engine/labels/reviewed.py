@@ -2,8 +2,8 @@
 
 A COCO export names images by the tool's frame names; the caller says how those names map to frame URIs
 (the review batch's own record, or the tool's cloud-storage keys) and which frames the task was made
-with. Nothing here reads a store or calls an annotation tool: callers pass rows, mappings and the export
-bytes, and get TaskExports or an ExportError naming the task and what is missing
+with. Nothing here reads a store or calls an annotation tool: callers pass rows, mappings and the exported
+COCO, and get TaskExports or an ExportError naming the task and what is missing
 (`data_engine.annotation.reviewed_exports` fetches the exports).
 """
 
@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from data_engine.labels.coco import ExportError, TaskExport, load_task_export, parse_updated_date
+from data_engine.labels.coco import ExportError, TaskExport, check_coco, parse_updated_date
 
 
 class Reviewed(Protocol):
@@ -42,13 +42,14 @@ def pending_tasks(reviewed: Iterable[T], merged: Mapping[str, Mapping[str, Any]]
 
 def reviewed_task_export(
     task: Reviewed,
-    export_zip: bytes,
+    coco: Any,
     frame_uris: Mapping[str, str],
     made_with: Collection[str],
     frames_where: str,
     frame_fields: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> TaskExport:
-    """A pending task and its COCO export zip -> a TaskExport keyed by frame URI.
+    """A pending task and its COCO export (images named by the tool's frame names) -> a TaskExport keyed by
+    frame URI.
 
     `frame_uris` maps the tool's frame names to frame URIs, `made_with` holds the frame URIs the task was
     made with. A frame the task was made with that the export lacks was deleted by a reviewer (the tools
@@ -56,9 +57,8 @@ def reviewed_task_export(
     against `max_removed_image_fraction`). Raises ExportError (naming the task) for a malformed export or
     a frame without a known URI.
     """
-    export = load_task_export(
-        task.task_id, task.updated_date.isoformat(), export_zip, frame_uris=frame_uris, frame_fields=frame_fields or None
-    )
+    check_coco(coco, f"task {task.task_id}")
+    export = TaskExport(task.task_id, task.updated_date.isoformat(), coco, frame_uris=frame_uris, frame_fields=frame_fields or None)
     unknown = [image["file_name"] for image in export.coco["images"] if image["file_name"] not in frame_uris]
     if unknown:
         raise ExportError(
