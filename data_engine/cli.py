@@ -94,6 +94,10 @@ def run(argv: list[str] | None = None) -> int:
     loop.add_argument("--frames-per-camera", type=int, default=24, help="demo frames per camera and day (default: 24)")
     loop.add_argument("--review-frames", type=int, default=40, help="frames selected for review per model and day (default: 40)")
     loop.add_argument("--initial-frames", type=int, default=120, help="demo frames of the initial label version; 0: none (default: 120)")
+    loop.add_argument(
+        "--held-out-frames", type=int, default=100, help="frames of a day never reviewed that score each turn's production model (default: 100)"
+    )
+    loop.add_argument("--epochs", type=int, help="epochs of each training (default: the demo's, in `<home>/demo-fleet.yaml`)")
     loop.add_argument("--dagster-port", type=int, default=3000, help="port of the Dagster UI (default: 3000)")
     loop.add_argument("--annotation-port", type=int, default=8080, help="port of Label Studio on its first start (default: 8080)")
     loop.add_argument("--turn-timeout", type=float, default=1800.0, help="seconds a turn may take before the demo gives up (default: 1800)")
@@ -333,6 +337,8 @@ def _demo(args: argparse.Namespace, models: list[str]) -> int:
             frames_per_camera=args.frames_per_camera,
             review_frames=args.review_frames,
             initial_frames=args.initial_frames,
+            held_out_frames=args.held_out_frames,
+            **({"epochs": args.epochs} if args.epochs is not None else {}),
             dagster_port=args.dagster_port,
             annotation_port=args.annotation_port,
             reviewer=ReviewerSettings(args.error_rate, args.skip_rate, args.reject_rate, args.seed),

@@ -380,21 +380,23 @@ def _jagged(box: dict, rng: random.Random) -> list[tuple[float, float]]:
     return points
 
 
-def demo_label_set(warehouse_path: Path, model: str, classes: list[str], frames: int = 200) -> dict:
-    """A COCO label set (file_name = frame URI) of `frames` demo frames of `model`, labelled with the objects
-    drawn into them (the `ground_truth` table, not the demo model's corrupted predictions), so the local
-    profile can train before any review."""
+def demo_label_set(warehouse_path: Path, model: str, classes: list[str], frames: int = 200, days: list[dt.date] | None = None) -> dict:
+    """A COCO label set (file_name = frame URI) of `frames` demo frames of `model` (captured on one of `days`,
+    default any day), labelled with the objects drawn into them (the `ground_truth` table, not the demo
+    model's corrupted predictions), so the local profile can train before any review."""
     import duckdb
 
     with duckdb.connect(str(warehouse_path), read_only=True) as connection:
+        connection.execute("SET TimeZone = 'UTC'")  # days are UTC days
         chosen = connection.execute(
             # Only well-formed frame rows, one per frame: the demo also writes the malformed and repeated
             # rows the selection must drop.
             "SELECT frame_uri, camera_id, captured_at, image_width, image_height FROM frames WHERE model = ?"
             " AND captured_at IS NOT NULL AND image_width BETWEEN 1 AND 100000 AND image_height BETWEEN 1 AND 100000"
+            " AND (?::DATE[] IS NULL OR CAST(captured_at AS DATE) IN (SELECT unnest(?::DATE[])))"
             " QUALIFY row_number() OVER (PARTITION BY frame_uri ORDER BY captured_at) = 1"
             " ORDER BY hash(frame_uri) LIMIT ?",
-            [model, frames],
+            [model, days, days, frames],
         ).fetchall()
     truth = read_ground_truth(warehouse_path, model, [row[0] for row in chosen])
     images = [

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from data_engine.config.models import FleetConfig
-from data_engine.demo import CLASS_COLOURS, DEMO_BUCKET, read_ground_truth, write_demo_warehouse
+from data_engine.demo import CLASS_COLOURS, DEMO_BUCKET, demo_label_set, read_ground_truth, write_demo_warehouse
 from data_engine_tests.conftest import TEST_FLEET
 
 DAY = dt.date(2026, 11, 24)  # not a busy day (busy_day_every 5 counts date ordinals)
@@ -110,6 +110,20 @@ def test_busy_days_and_reingested_frames(tmp_path):
         " AND f.captured_at::DATE <> p.captured_at::DATE",
     )
     assert 0 < again == of_day_before < 20, "some of the day before's frames are predicted again, with no new frame row"
+
+
+def test_a_demo_label_set_of_given_days_holds_only_their_frames_with_their_true_boxes(tmp_path):
+    config = FleetConfig.model_validate({**TEST_FLEET, "demo": {"busy_day_every": 0}})
+    path = tmp_path / "warehouse.duckdb"
+    write_demo_warehouse(config, path, tmp_path / "objects", end_date=DAY, days=3, frames_per_camera_per_day=10, write_images=False)
+    classes = config.models["municipals"].classes
+    earlier = [DAY - dt.timedelta(days=2), DAY]
+    coco = demo_label_set(path, "municipals", classes, frames=10_000, days=earlier)
+    assert {image["captured_at"][:10] for image in coco["images"]} == {day.isoformat() for day in earlier}
+    assert len(coco["images"]) == len({image["file_name"] for image in coco["images"]}) == 2 * 3 * 10  # three cameras
+    truth = read_ground_truth(path, "municipals", [image["file_name"] for image in coco["images"]])
+    assert len(coco["annotations"]) == sum(len(boxes) for boxes in truth.values()) > 0
+    assert len(demo_label_set(path, "municipals", classes, frames=30)["images"]) == 30  # any day
 
 
 def test_frames_show_each_object_as_its_class_colour(tmp_path):

@@ -28,7 +28,8 @@ def test_the_demo_takes_a_model_from_selection_to_a_promotion_decision_unattende
     shutil.copytree(template(), server_dir(home))
     credentials_for_tests().save(credentials_path(home))
     argv = ["demo", "--home", str(home), "--models", MODEL, "--turns", "1", "--frames-per-camera", "10", "--review-frames", "40"]
-    argv += ["--initial-frames", "0", "--dagster-port", str(free_port()), "--skip-rate", "0.1", "--reject-rate", "0.05", "--exit-when-done"]
+    argv += ["--initial-frames", "0", "--held-out-frames", "20", "--epochs", "2", "--dagster-port", str(free_port())]
+    argv += ["--skip-rate", "0.1", "--reject-rate", "0.05", "--exit-when-done"]
     code = cli.run(argv)
     out, err = capsys.readouterr()
     assert code == 0, f"{out}\n{err}\n{(home / 'dagster.log').read_text()[-5000:]}"
@@ -52,6 +53,14 @@ def test_the_demo_takes_a_model_from_selection_to_a_promotion_decision_unattende
     fleet = yaml.safe_load((home / "demo-fleet.yaml").read_text())
     assert list(fleet["models"]) == [MODEL] and fleet["models"][MODEL]["training"]["auto"] == {"min_new_reviewed_images": 1}
     assert manifest["counts"]["images"] >= 20  # enough for a validation and a test split
+    assert fleet["models"][MODEL]["training"]["hyperparameters"]["epochs"] == 2
+    # the yardstick: frames of the day before the turn's, none of them reviewed, scored with their truth
+    held_out = json.loads((home / "held-out" / f"{MODEL}.json").read_text())
+    assert len(held_out["images"]) == 20 and held_out["annotations"]
+    reviewed = {image["file_name"] for image in labels.label_set(MODEL, version)["images"]}
+    assert not reviewed & {image["file_name"] for image in held_out["images"]}
+    assert len({image["captured_at"][:10] for image in held_out["images"]}) == 1
+    assert f"{MODEL} turn 1: {decision}; production AP - -> " in out and " on the held-out frames (- -> " in out
 
 
 @pytest.mark.parametrize(

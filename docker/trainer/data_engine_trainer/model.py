@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models.detection import FCOS
+from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 
@@ -40,12 +41,16 @@ class TinyBackbone(nn.Module):
 def build_detector(num_classes: int, hyperparameters: dict[str, Any]) -> FCOS:
     """`num_classes` real classes; label 0 is the background."""
     anchors = AnchorGenerator(sizes=((8,), (16,)), aspect_ratios=((1.0,), (1.0,)))
+    backbone = TinyBackbone(int(hyperparameters["width"]))
+    # Checkpoints written before `head_convs` existed have torchvision's four.
+    head = FCOSHead(backbone.out_channels, 1, num_classes + 1, num_convs=int(hyperparameters.get("head_convs", 4)))
     return FCOS(
-        TinyBackbone(int(hyperparameters["width"])),
+        backbone,
         num_classes=num_classes + 1,
         min_size=int(hyperparameters["min_size"]),
         max_size=int(hyperparameters["max_size"]),
         anchor_generator=anchors,
+        head=head,
         score_thresh=0.05,
         detections_per_img=100,
     )

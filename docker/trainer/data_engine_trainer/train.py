@@ -29,6 +29,7 @@ DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "learning_rate": 0.001,
     "weight_decay": 0.0001,
     "width": 32,  # backbone channels; the detector's size
+    "head_convs": 4,  # convolutions in each FCOS head tower (torchvision's default); fewer train faster
     "min_size": 240,  # images are resized to these bounds (torchvision GeneralizedRCNNTransform)
     "max_size": 320,
     "seed": 0,
