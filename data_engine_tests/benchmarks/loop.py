@@ -81,7 +81,7 @@ def benchmark_fleet(model: str, frames_per_turn: int, hyperparameters: dict[str,
     `frames_per_turn` frames a day, with tiny training and an evaluation without perturbations. The
     per-class and per-slice gates need more test boxes than a tiny split has (their supports are raised
     out of reach); the overall-AP gate against production has the demo's tolerance for small test splits
-    (`DEMO_GATES`). Splits of 60/20/20%. No busy days in the demo data."""
+    (`DEMO_GATES`) unless the model's config sets its own. Splits of 60/20/20%. No busy days in the demo data."""
     source = source or load_fleet_config(Path(__file__).resolve().parents[2] / "data_engine" / "config" / "fleet.yaml")
     block = source.models[model].model_dump(mode="json")
     block["selection"]["max_frames_per_day"] = frames_per_turn
@@ -89,7 +89,7 @@ def benchmark_fleet(model: str, frames_per_turn: int, hyperparameters: dict[str,
     # Larger val and test splits than shipped, so that a small starting label set has frames in both.
     block["labels"]["split_ratios"] = {"train": 0.6, "val": 0.2, "test": 0.2}
     block["evaluation"] = {"perturbations": [], "bootstrap_resamples": 200, "slice_min_support": 100_000}
-    block["gates"] = {**block["gates"], **DEMO_GATES, "class_min_support": 100_000}
+    block["gates"] = {**DEMO_GATES, **source.models[model].gates.model_dump(mode="json", exclude_unset=True), "class_min_support": 100_000}
     return FleetConfig.model_validate(
         {"warehouse": source.warehouse.model_dump(), "models": {model: block}, "demo": {"busy_day_every": 0}}
     )
