@@ -44,8 +44,9 @@ DEMO_HYPERPARAMETERS = {
 }  # fmt: skip
 DEMO_SPLIT_RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 # A demo test split holds tens of frames: the shipped gates, sized for thousands, would reject a better
-# candidate on the noise of a few frames (a wide bootstrap interval, a class with a handful of boxes).
-DEMO_GATES = {"ap_tolerance": 0.02, "class_max_drop": 0.1, "robustness_max_extra_drop": 0.05}
+# candidate on the noise of a few frames (a class with a handful of boxes; a bootstrap interval of ΔAP
+# about ±0.1 wide: measured [-0.023, +0.163] for a candidate 0.07 better on a test split of 24 frames).
+DEMO_GATES = {"ap_tolerance": 0.05, "class_max_drop": 0.1, "robustness_max_extra_drop": 0.05}
 POLL_S = 3.0
 
 
