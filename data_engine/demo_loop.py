@@ -35,9 +35,10 @@ from data_engine.reviewer import ReviewerSettings
 
 LOCATION = "data_engine.definitions"  # the code location's name in workspace.yaml
 # The frames at their own size (smaller, the objects get too small for the stride-8 features), the
-# narrowest backbone and two-convolution heads: on 2 CPU cores this learns the demo's shapes several times
-# faster per second than wider ones (measured on 180 training frames of a loaded machine: validation mAP
-# 0.053 after 540 steps in 260 s; width 32 at 160x224 with four-convolution heads, 0.008 after 180 steps in 211 s). One thread per training,
+# narrowest backbone and two-convolution heads: a step costs a fraction of width 32's, and in side-by-side
+# runs on the same 180 frames it learned faster per step too (validation mAP after 180 steps, learning
+# rate 0.002 to 0.003: 0.032 at width 8, 0.008 at width 16, 0.004 at width 32; the demo's earlier settings,
+# width 32 with four-convolution heads at 160x224, 0.008). Twenty epochs reach a validation mAP of about 0.4 to 0.6 on the demo's first label versions. One thread per training,
 # as every model trains at once.
 DEMO_HYPERPARAMETERS = {
     "epochs": 20, "batch_size": 4, "learning_rate": 0.003, "width": 8, "head_convs": 2, "min_size": 240, "max_size": 320, "threads": 1, "seed": 0,
