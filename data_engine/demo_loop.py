@@ -49,6 +49,7 @@ DEMO_SPLIT_RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 # about ±0.1 wide: measured [-0.023, +0.163] for a candidate 0.07 better on a test split of 24 frames).
 DEMO_GATES = {"ap_tolerance": 0.05, "class_max_drop": 0.1, "robustness_max_extra_drop": 0.05}
 POLL_S = 3.0
+GATE_FAILURE = "DagsterAssetCheckFailedError"  # what a step raises when a blocking asset check fails
 
 
 class DemoError(RuntimeError):
@@ -249,8 +250,18 @@ class Dagster:
         return answer["run"]["runId"]
 
     def failed_runs(self) -> list[dict[str, str]]:
-        data = self.query("{ runsOrError(filter: {statuses: [FAILURE]}) { ... on Runs { results { runId jobName } } } }")
-        return data["runsOrError"]["results"]
+        """Failed runs, except those a promotion gate stopped: `evaluation_report` fails when a gate (a blocking
+        asset check) does not pass, which is the loop keeping production (the Watcher reports it), not a fault."""
+        data = self.query(
+            "{ runsOrError(filter: {statuses: [FAILURE]}) { ... on Runs { results { runId jobName eventConnection { events {"
+            " __typename ... on ExecutionStepFailureEvent { stepKey error { className } } } } } } } }"
+        )
+        failed = []
+        for run in data["runsOrError"]["results"]:
+            steps = [event for event in run.pop("eventConnection")["events"] if event["__typename"] == "ExecutionStepFailureEvent"]
+            if not steps or any(step["stepKey"] != "evaluation_report" or (step["error"] or {}).get("className") != GATE_FAILURE for step in steps):
+                failed.append(run)
+        return failed
 
 
 class Watcher:
