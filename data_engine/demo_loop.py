@@ -419,7 +419,7 @@ def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> list[T
                 out(f"{turn.model} turn {turn.number}: {turn.decision}; production AP {_ap(turn.held_out_before)} -> {_ap(turn.held_out_after)}"
                     f" on the held-out frames ({_ap(turn.production_before)} -> {_ap(turn.production_after)} on the test split)")
             turns += current
-        out(f"summary: AP of the production model before -> after each turn on the {options.held_out_frames} held-out frames of"
+        out(f"summary: AP of the production model before -> after each turn on each model's held-out frames of"
             f" {days[0] - dt.timedelta(days=1)} (the same frames every turn; in brackets, on the turn's test split):")
         for turn in turns:
             out(f"  {turn.model} turn {turn.number} ({turn.day or 'initial labels'}): {_ap(turn.held_out_before)} -> {_ap(turn.held_out_after)}"
