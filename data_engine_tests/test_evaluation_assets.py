@@ -142,6 +142,7 @@ def test_a_first_candidate_is_scored_alone_and_becomes_production(loop):
 def test_a_candidate_losing_a_class_is_blocked_by_its_check_and_a_good_one_is_promoted(loop):
     loop.select("run-a--best", *good(loop, seed=1))
     assert loop.evaluate_and_promote().success
+    automation = dg.evaluate_automation_conditions(defs=loop.defs, instance=loop.instance)
     # Better everywhere except PET, whose detections it mostly lost.
     found, perturbed = good(loop, seed=3, quality=0.9)
     rng = np.random.default_rng(0)
@@ -155,6 +156,9 @@ def test_a_candidate_losing_a_class_is_blocked_by_its_check_and_a_good_one_is_pr
     assert loop.production() == "run-a--best"
     report = json.loads((loop.home / "models" / MODEL / "evaluations" / "run-b--best" / "report.json").read_text())
     assert report["production"]["candidate_id"] == "run-a--best" and report["comparison"]["bootstrap"]["resamples"] == 200
+    # Automation does not launch a promotion of it either (one that would only fail).
+    after = dg.evaluate_automation_conditions(defs=loop.defs, instance=loop.instance, cursor=automation.cursor)
+    assert not after.get_requested_partitions(dg.AssetKey("promoted_model"))
     # Promoting it anyway is an explicit, recorded override with a reason.
     override = dg.materialize(
         [loop.defs.get_assets_def("promoted_model")], partition_key=MODEL, resources=loop.resources, instance=loop.instance,

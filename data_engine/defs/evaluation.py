@@ -197,7 +197,13 @@ def build_evaluation_defs(config: FleetConfig, settings: Settings) -> dg.Definit
             data_version=dg.DataVersion(f"{candidate_id}|{production['candidate_id'] if production else 'none'}"),
         )
 
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"json"}, deps=[evaluation_report], automation_condition=follows)
+    # A candidate whose gates failed stays out of production without a doomed promotion run: the run that
+    # evaluated it skipped promoted_model, and automation does not ask again while its gates stand failed
+    # (unless evaluation_report is requested on the same tick: that run's own checks decide).
+    gate_failed = dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+    promote_when = follows & ~dg.AutomationCondition.any_deps_match(gate_failed & ~dg.AutomationCondition.will_be_requested())
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"json"}, deps=[evaluation_report], automation_condition=promote_when)
     def promoted_model(context: dg.AssetExecutionContext, config: PromotionRunConfig, model_stores: ModelStoreResource) -> dg.MaterializeResult:
         """The evaluated candidate as the model's production model: `<root>/<model>/production.json` moved by
         a conditional write, the earlier record kept in `production-history/`. Only when every gate of its
