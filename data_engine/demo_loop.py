@@ -15,8 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -361,10 +361,9 @@ def run_demo(options: DemoOptions, out: Callable[[str], None] = print) -> list[T
     from data_engine.annotation.label_studio import LabelStudioBackend
     from data_engine.annotation.label_studio_server import credentials_path, running_label_studio
     from data_engine.annotation.label_studio_server import prepare as prepare_server
+    from data_engine.defs.local_launcher import TRAINER_PYTHON_ENV
     from data_engine.reviewer import ReviewerUnavailable, review_demo_model
     from data_engine.training.trainer_env import ensure_trainer_env
-
-    from data_engine.defs.local_launcher import TRAINER_PYTHON_ENV
 
     config, days, env = prepare(options, out)
     trainer_python = os.environ.get(TRAINER_PYTHON_ENV) or str(ensure_trainer_env(log=out))
