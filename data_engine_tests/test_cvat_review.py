@@ -8,7 +8,9 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -52,11 +54,11 @@ def fast_cvat(server, home: Path | None, **overrides) -> CvatResource:
     return CvatResource(**(settings | overrides))
 
 
-def materialize_review_tasks(resources: dict, raise_on_error: bool = True):
+def materialize_review_tasks(resources: dict, raise_on_error: bool = True, instance: dg.DagsterInstance | None = None):
     config = load_fleet_config()
     assets = list(build_selection_defs(config).assets) + list(build_review_defs(config).assets)
     return dg.materialize(
-        assets, selection=["review_tasks"], partition_key=PARTITION, resources=resources, raise_on_error=raise_on_error
+        assets, selection=["review_tasks"], partition_key=PARTITION, resources=resources, raise_on_error=raise_on_error, instance=instance
     )
 
 
@@ -144,6 +146,39 @@ def test_project_found_by_name_gets_missing_classes_and_reports_extra_labels(rev
     metadata = result.asset_materializations_for_node("review_tasks")[0].metadata
     assert metadata["project_labels_not_in_config"].value == ["Glass bottle"]
     assert "PET" not in metadata["project_labels_added"].value and "HDPE" in metadata["project_labels_added"].value
+
+
+def test_two_runs_that_make_the_project_at_once_settle_on_one(review_env, server):
+    """Two runs of one model (a backfill of two days) both find no project and both make it: each POST
+    lands 0.5 s late, after the other run has looked. Both end up with the oldest project; the newer copy,
+    still empty, is deleted, so the next run finds one project (before: two, and every later run failed)."""
+    server.faults.slow("POST", r"^/api/projects$", seconds=0.5, times=2)
+    config = load_fleet_config().models["municipals"]
+    start = threading.Barrier(2)
+
+    def ensure() -> int:
+        with fast_cvat(server, review_env).open() as backend:
+            start.wait()
+            return backend.ensure_project("municipals", list(config.classes), config.annotation).id
+
+    with ThreadPoolExecutor(2) as pool:
+        ids = [future.result() for future in [pool.submit(ensure), pool.submit(ensure)]]
+    assert [p.id for p in server.state.projects.values()] == [min(ids)] and ids == [min(ids)] * 2
+    posts = [entry for entry in server.state.http_log if (entry.method, entry.path) == ("POST", "/api/projects")]
+    assert len(posts) == 2  # the race did happen
+
+
+def test_a_copy_of_the_project_made_by_hand_is_kept_and_batches_go_to_the_oldest(review_env, server):
+    oldest = server.state.create_project("data-engine municipals")
+    copy = server.state.create_project("data-engine municipals")
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {**resources_for(current_settings(), load_fleet_config()), "annotation": fast_cvat(server, review_env)}
+    result = materialize_review_tasks(resources, instance=instance)
+    assert {t.project_id for t in our_tasks(server.state)} == {oldest.id} and copy.id in server.state.projects
+    assert result.asset_materializations_for_node("review_tasks")[0].metadata["project"].value.endswith(f"/projects/{oldest.id}")
+    assert f"2 projects are named 'data-engine municipals' (ids {[oldest.id, copy.id]}); review batches go to the oldest" in "".join(
+        entry.user_message for entry in instance.all_logs(result.run_id)
+    )
 
 
 def test_transient_429_and_5xx_are_retried(review_env, server):

@@ -8,7 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -140,6 +143,70 @@ def test_review_tasks_become_pre_annotated_label_studio_tasks_and_a_rerun_change
     assert len(reviewer.tasks(project["id"])) == 20
     assert metadata_of(again, "review_tasks")["shapes_uploaded"] == 0
     assert "created" not in metadata_of(again, "review_tasks")["tasks_table"]
+
+
+def test_runs_that_make_the_project_at_once_share_one_and_a_copy_made_by_hand_gets_no_batches(ls_env, label_studio, tmp_path_factory):
+    """Four runs of one model (a backfill) look for the project at the same moment and make it: they settle
+    on one project. A copy someone makes later is left alone; review_tasks keeps filling the oldest."""
+    resources = ls_resources(label_studio, ls_env, tmp_path_factory)
+    config = load_fleet_config().models[MODEL]
+    start = threading.Barrier(4)
+
+    def ensure() -> int:
+        with resources["annotation"].open() as backend:
+            start.wait()
+            return backend.ensure_project(MODEL, list(config.classes), config.annotation).id
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = {future.result() for future in [pool.submit(ensure) for _ in range(4)]}
+    reviewer = Reviewer(label_studio)
+    project = reviewer.project("data-engine municipals")
+    assert ids == {project["id"]}
+
+    copy = reviewer.post("/api/projects", {"title": "data-engine municipals", "label_config": project["label_config"]})
+    materialize_review_tasks(resources)
+    assert len(reviewer.tasks(project["id"])) == 20 and reviewer.tasks(copy["id"]) == []
+
+
+class ProjectPostSentTwice(BaseHTTPRequestHandler):
+    """Passes requests on to Label Studio, except that it sends the first POST /api/projects twice and answers
+    with the second: what Label Studio on SQLite does when the first attempt met a locked database after
+    saving the project (its DatabaseIsLockedRetryMiddleware re-runs the request)."""
+
+    upstream = ""
+    sent_twice = False
+
+    def _pass_on(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        again = self.command == "POST" and self.path == "/api/projects" and not ProjectPostSentTwice.sent_twice
+        for _ in range(2 if again else 1):
+            answer = requests.request(self.command, self.upstream + self.path, data=body, headers=headers, timeout=60)
+        ProjectPostSentTwice.sent_twice |= again
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _pass_on
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_the_copy_label_studio_leaves_when_it_re_runs_a_project_post_is_deleted(ls_env, label_studio, tmp_path_factory):
+    ProjectPostSentTwice.upstream = label_studio.url
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), ProjectPostSentTwice)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        resources = ls_resources(label_studio, ls_env, tmp_path_factory, url=f"http://127.0.0.1:{proxy.server_port}")
+        result = materialize_review_tasks(resources)
+    finally:
+        proxy.shutdown()
+    assert ProjectPostSentTwice.sent_twice
+    project = Reviewer(label_studio).project("data-engine municipals")  # one project of that name, not two
+    assert metadata_of(result, "review_tasks")["project"].endswith(f"/projects/{project['id']}/data")
 
 
 def test_a_batch_whose_frames_are_all_submitted_becomes_a_label_version_through_the_sensor(ls_env, label_studio, tmp_path_factory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,18 @@ class ProjectInfo:
     created: bool = False
 
 
+def oldest_project(tool: str, name: str, named: list[int], log: logging.Logger) -> int:
+    """The model's project among `named`, the projects called `name`: the oldest. Copies someone made are
+    kept, with a warning; review batches keep going to the oldest."""
+    ids = sorted(named)
+    if len(ids) > 1:
+        log.warning(
+            f"{tool}: {len(ids)} projects are named {name!r} (ids {ids}); review batches go to the oldest, {ids[0]}."
+            " Delete or rename the others, or set the model's annotation.project_name"
+        )
+    return ids[0]
+
+
 @dataclass
 class TaskOutcome:
     task_id: int
@@ -125,7 +138,7 @@ class AnnotationBackend(ABC):
     @abstractmethod
     def ensure_project(self, model: str, classes: list[str], config: AnnotationConfig) -> ProjectInfo:
         """Find the model's project (config.project_name_for) or create it, so that every class is a box
-        label. `config` is the model's `annotation:` section: the backend reads and checks only its own
+        label. Runs making it at once settle on one; of copies, the oldest (`oldest_project`). `config` is the model's `annotation:` section: the backend reads and checks only its own
         block there, before anything is made, and keeps what its tasks need in the project it returns."""
 
     @abstractmethod

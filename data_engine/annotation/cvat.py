@@ -50,6 +50,7 @@ from data_engine.annotation.backend import (
     TaskPlan,
     TaskPosition,
     TaskSnapshot,
+    oldest_project,
     rectangle,
 )
 from data_engine.annotation.naming import is_prediction_label, prediction_label
@@ -293,33 +294,35 @@ class CvatBackend(AnnotationBackend):
             self._user_id(username, f"models.{model}.annotation.cvat.assignees")
         projects_api = self.api.projects_api
 
-        def find():
-            found = [p for p in self._call(f"project {name!r}: GET /api/projects", projects_api.list, name=name).results if p.name == name]
-            if len(found) > 1:
-                raise AnnotationError(
-                    f"CVAT {self.url}: {len(found)} projects are named {name!r} (ids {[p.id for p in found]});"
-                    " rename or delete the extra ones, or set the model's annotation.project_name"
-                )
-            return found[0] if found else None
+        def named() -> list[int]:
+            return sorted(p.id for p in self._call(f"project {name!r}: GET /api/projects", projects_api.list, name=name).results if p.name == name)
 
-        project, created = find(), False
-        if project is None:
+        made = None
+        if not named():
             spec = models.ProjectWriteRequest(
                 name=name, labels=[models.PatchedLabelRequest(name=c, type="rectangle") for c in classes]
             )
             # A POST that failed on the way back may have created the project: look again before retrying.
             project = self._call(
-                f"project {name!r}: POST /api/projects", lambda **kw: find() or projects_api.create(spec, **kw), write=True
+                f"project {name!r}: POST /api/projects", lambda **kw: None if named() else projects_api.create(spec, **kw), write=True
             )
-            created = True
-        labels, added = self._with_labels(project.id, name, classes)
+            made = project.id if project is not None else None
+        ids = named()
+        if made is not None and made != min(ids):
+            # Another run made the project at the same moment (a backfill of several days of one model): all
+            # settle on the oldest, and the maker of a newer one deletes it, still empty.
+            self._call(f"project {name!r}: DELETE /api/projects/{made} (a copy)", projects_api.destroy, made)
+            ids.remove(made)
+        project_id = oldest_project(f"CVAT {self.url}", name, ids, self.log)
+        created = project_id == made
+        labels, added = self._with_labels(project_id, name, classes)
         extra = tuple(sorted(label.name for label in labels if label.name not in classes and not is_prediction_label(label.name)))
         if extra:
-            self.log.warning(f"CVAT project {name!r} (id {project.id}) has labels not in the config, kept: {list(extra)}")
+            self.log.warning(f"CVAT project {name!r} (id {project_id}) has labels not in the config, kept: {list(extra)}")
         return CvatProject(
-            id=project.id,
+            id=project_id,
             name=name,
-            url=f"{self.url}/projects/{project.id}",
+            url=f"{self.url}/projects/{project_id}",
             labels=tuple(label.name for label in labels),
             labels_added=tuple(added) if not created else (),
             labels_not_in_config=extra,

@@ -15,17 +15,23 @@ applied after the client's timeout left behind (copies nobody has annotated).
 The review sensor's cursor is a keyset position over Label Studio tasks (updated_at, id), merged over
 the projects (one request each), so each tick reads a bounded page of changed frames and then the
 batches they belong to.
+
+Projects are found by title, and Label Studio lets two share one: our runs make a model's project one at
+a time (a lock file), and delete the copy Label Studio itself leaves when it re-runs a POST that met its
+SQLite database locked.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,7 @@ from data_engine.annotation.backend import (
     TaskPlan,
     TaskPosition,
     TaskSnapshot,
+    oldest_project,
     rectangle,
 )
 from data_engine.annotation.naming import PREDICTION_GROUP, prediction_label
@@ -210,6 +217,19 @@ class LabelStudioBackend(AnnotationBackend):
     def _data_equals(field: str, value: str) -> dict:
         return {"filter": f"filter:tasks:data.{field}", "operator": "equal", "type": "String", "value": value}
 
+    @contextmanager
+    def _creating_projects(self) -> Iterator[None]:
+        """Our runs find or make projects one at a time, as Label Studio has no make-if-absent. It runs on this
+        machine (it serves the frames under its document root), so a lock file there spans all our runs."""
+        with open(self.document_root / ".data-engine-projects.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _project_ids(self, name: str) -> list[int]:
+        """The projects called `name`, listed afresh."""
+        self._project_titles = None
+        return sorted(pid for pid, title in self._projects().items() if title == name)
+
     def _projects(self) -> dict[int, str]:
         if self._project_titles is None:
             projects = self._pages("/api/projects", "GET /api/projects", "results", {})
@@ -221,25 +241,26 @@ class LabelStudioBackend(AnnotationBackend):
     def ensure_project(self, model: str, classes: list[str], config: AnnotationConfig) -> ProjectInfo:
         """The model's project; Label Studio has no settings of its own in the model's config."""
         name = config.project_name_for(model)
-
-        def find() -> dict | None:
-            self._project_titles = None
-            found = [pid for pid, title in self._projects().items() if title == name]
-            if len(found) > 1:
-                raise AnnotationError(
-                    f"Label Studio {self.url}: {len(found)} projects are named {name!r} (ids {sorted(found)});"
-                    " delete or rename the extra ones, or set the model's project_name"
+        with self._creating_projects():
+            made = None
+            if not self._project_ids(name):
+                spec = {"title": name, "label_config": labeling_config(classes), "maximum_annotations": 1}
+                # A POST that failed on the way back may have made the project: look again before resending.
+                made = self._retrying(
+                    f"project {name!r}: POST /api/projects",
+                    lambda: None if self._project_ids(name) else int(self._send("POST", "/api/projects", json=spec)["id"]),
+                    write=True,
                 )
-            return self._request("GET", f"/api/projects/{found[0]}", f"project {name!r}: GET") if found else None
-
-        project, created = find(), False
-        if project is None:
-            spec = {"title": name, "label_config": labeling_config(classes), "maximum_annotations": 1}
-            # A POST that failed on the way back may have made the project: look again before resending.
-            project = self._retrying(
-                f"project {name!r}: POST /api/projects", lambda: find() or self._send("POST", "/api/projects", json=spec), write=True
-            )
-            created = True
+            named = self._project_ids(name)
+            if made is not None:
+                # Label Studio on SQLite re-runs a request that met a locked database, and a project the failed
+                # attempt saved stays: a copy older than ours, made while our POST ran (our other runs wait).
+                for copy in [project_id for project_id in named if project_id < made]:
+                    self._request("DELETE", f"/api/projects/{copy}", f"project {name!r}: DELETE /api/projects/{copy} (a copy)")
+                named = [project_id for project_id in named if project_id >= made]
+            project_id = oldest_project(f"Label Studio {self.url}", name, named, self.log)
+        project = self._request("GET", f"/api/projects/{project_id}", f"project {name!r}: GET")
+        created = project_id == made
         labels = config_labels(project["label_config"], name)
         added = [c for c in classes if c not in labels]
         if added:
@@ -472,10 +493,8 @@ class LabelStudioBackend(AnnotationBackend):
     def open_frames(self, project_name: str) -> list[dict]:
         """The project's frames nobody has submitted yet (skipped ones included), with their predictions,
         oldest update first; [] when the project does not exist."""
-        self._project_titles = None
-        found = [pid for pid, title in self._projects().items() if title == project_name]
         frames = []
-        for project_id in found:
+        for project_id in self._project_ids(project_name):
             no_annotation = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
             frames += self._tasks(project_id, f"project {project_name!r}: GET open frames", [no_annotation], fields="all")
         return [frame for frame in frames if not _submitted(frame)]
