@@ -138,8 +138,9 @@ class AnnotationBackend(ABC):
     @abstractmethod
     def ensure_project(self, model: str, classes: list[str], config: AnnotationConfig) -> ProjectInfo:
         """Find the model's project (config.project_name_for) or create it, so that every class is a box
-        label. Runs making it at once settle on one; of copies, the oldest (`oldest_project`). `config` is the model's `annotation:` section: the backend reads and checks only its own
-        block there, before anything is made, and keeps what its tasks need in the project it returns."""
+        label. Runs making it at once settle on one; of copies, the oldest (`oldest_project`). `config` is
+        the model's `annotation:` section: the backend reads and checks only its own block there, before
+        anything is made, and keeps what its tasks need in the project it returns."""
 
     @abstractmethod
     def ensure_task(self, project: ProjectInfo, plan: TaskPlan) -> TaskOutcome:
