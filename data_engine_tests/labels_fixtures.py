@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from data_engine.annotation.cvat_export import ANNOTATIONS_PATH
 from data_engine.labels import LabelStore, TaskExport
-from data_engine.labels.coco import ANNOTATIONS_PATH
 from data_engine.objectstore import ObjectStore
 
 CLASSES = ["PET", "Other PET", "HDPE", "Cardboard", "Film", "Metal Can"]

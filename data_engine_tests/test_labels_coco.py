@@ -1,56 +1,17 @@
-"""Reading CVAT COCO exports (clear errors for broken ones) and the label-set checks."""
+"""The COCO checks: malformed exports are refused with the problem, and the label-set checks."""
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import pytest
 
-from data_engine.labels import ExportError, change_problems, load_task_export, read_cvat_export, validate_label_set
-from data_engine.labels.coco import empty_label_set
+from data_engine.labels import ExportError, change_problems, validate_label_set
+from data_engine.labels.coco import check_coco, empty_label_set
 from data_engine.labels.validation import box_problems, category_problems, duplicate_image_problems, id_problems
-from data_engine_tests.cvat_server.coco import export_zip as cvat_export_zip
-from data_engine_tests.labels_fixtures import CLASSES, coco_export, export_zip, frame
+from data_engine_tests.labels_fixtures import CLASSES, coco_export, frame
 
 GOOD = coco_export({frame(index=0): [("PET", [10, 10, 50, 40])], frame(index=1): []})
-
-
-def test_reads_a_cvat_export():
-    coco = read_cvat_export(export_zip(GOOD), task=7)
-    assert coco == GOOD
-    export = load_task_export(7, "2026-03-02T10:00:00Z", export_zip(GOOD))
-    assert export.task_id == 7 and export.coco == GOOD
-
-
-def test_reads_an_export_from_a_path(tmp_path):
-    path = tmp_path / "task_7.zip"
-    path.write_bytes(export_zip(GOOD))
-    assert read_cvat_export(path, task=7) == GOOD
-
-
-@pytest.mark.parametrize(
-    "archive, expected",
-    [
-        (cvat_export_zip(GOOD, corruption="truncated"), r"task 7: the export is not a readable zip .*truncated"),
-        (cvat_export_zip(GOOD, corruption="invalid_json"), r"task 7: annotations/instances_default.json is not valid JSON"),
-        (b"<html>502 Bad Gateway</html>", r"task 7: the export is not a readable zip"),
-        (b"", r"task 7: the export is not a readable zip"),
-    ],
-    ids=["truncated", "invalid_json", "not_a_zip", "empty"],
-)
-def test_broken_exports_name_the_task_and_the_fault(archive, expected):
-    with pytest.raises(ExportError, match=expected):
-        read_cvat_export(archive, task=7)
-
-
-def test_export_without_the_coco_file():
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("annotations.xml", "<annotations/>")
-    with pytest.raises(ExportError, match=r"task 7: the export has no annotations/instances_default.json .*COCO 1.0"):
-        read_cvat_export(buffer.getvalue(), task=7)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +29,7 @@ def test_malformed_coco_is_rejected_with_the_problem(mutate, expected):
     coco = json.loads(json.dumps(GOOD))
     mutate(coco)
     with pytest.raises(ExportError, match="task 3: the COCO annotations are malformed") as error:
-        read_cvat_export(export_zip(coco), task=3)
+        check_coco(coco, "task 3")
     assert expected in str(error.value)
 
 

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from data_engine.annotation.cvat_export import read_export
 from data_engine.labels import (
     ExportError,
     LabelPolicy,
@@ -15,7 +16,6 @@ from data_engine.labels import (
     LabelStoreError,
     PointerMoved,
     import_label_set,
-    load_task_export,
     merge_reviewed_tasks,
     rollback_labels,
     validate_label_set,
@@ -237,7 +237,7 @@ def test_malformed_export_writes_nothing(label_store):
     keys = all_keys(label_store)
     good = coco_export({B: []})
     with pytest.raises(ExportError, match="task 8: the export is not a readable zip"):
-        load_task_export(8, "2026-03-03T00:00:00Z", cvat_export_zip(good, corruption="truncated"))
+        read_export(cvat_export_zip(good, corruption="truncated"), 8)
     broken = task(9, {B: [("PET", [1, 1, 1, 1])]})
     broken.coco["annotations"][0]["image_id"] = 77
     with pytest.raises(ExportError, match="task 9: .*annotation 1 refers to image 77"):

@@ -53,6 +53,7 @@ from data_engine.annotation.backend import (
     oldest_project,
     rectangle,
 )
+from data_engine.annotation.cvat_export import read_export
 from data_engine.annotation.naming import is_prediction_label, prediction_label
 from data_engine.annotation.retry import (
     Deadline,
@@ -64,7 +65,6 @@ from data_engine.annotation.retry import (
 )
 from data_engine.annotation.tasks import cloud_key, frame_path
 from data_engine.config.models import AnnotationConfig, CvatSettings
-from data_engine.labels.coco import cvat_export_json
 
 T = TypeVar("T")
 SUPPORTED_SERVER_MINORS = ("2.80", "2.81")
@@ -682,7 +682,7 @@ class CvatBackend(AnnotationBackend):
 
         data = self._call(f"{where}: download of the export of CVAT request {rq_id!r}", download)
         self.log.info(f"{where}: exported {len(data)} bytes ({EXPORT_FORMAT}, request {rq_id!r})")
-        return cvat_export_json(data, task_id)
+        return read_export(data, task_id)
 
     # --- listing for the review sensor ----------------------------------------------------------
 

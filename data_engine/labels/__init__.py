@@ -5,7 +5,7 @@ The Dagster asset `training_labels` stays thin: it collects reviewed tasks' expo
 checks call `validate_label_set` and `change_problems`; trainers get `export_yolo` over `assign_splits`.
 """
 
-from data_engine.labels.coco import ExportError, TaskExport, empty_label_set, load_task_export, read_cvat_export
+from data_engine.labels.coco import ExportError, TaskExport, empty_label_set
 from data_engine.labels.merge import LabelPolicy, MergeCounts, MergeResult, merge_label_sets
 from data_engine.labels.splits import SplitSettings, assign_splits, group_key, split_summary
 from data_engine.labels.store import LabelStore, LabelStoreError, Pointer, PointerMoved, label_store_uri
@@ -39,10 +39,8 @@ __all__ = [
     "group_key",
     "import_label_set",
     "label_store_uri",
-    "load_task_export",
     "merge_label_sets",
     "merge_reviewed_tasks",
-    "read_cvat_export",
     "rollback_labels",
     "split_summary",
     "validate_label_set",

@@ -1,25 +1,19 @@
-"""Reading CVAT COCO 1.0 exports into plain COCO dicts, and the label-set shapes every module shares.
+"""The COCO shapes every module shares: a reviewed task's export, and checks of its structure and ids.
 
-An export that cannot be merged (not a zip, truncated, no annotations file, bad JSON, dangling ids)
-raises ExportError naming the task and what is wrong, before anything is written anywhere.
+An export that cannot be merged (malformed structure, dangling ids, frames without a URI) raises
+ExportError naming the task and what is wrong, before anything is written anywhere.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from data_engine.labels.validation import id_problems, structure_problems
-
-# Where CVAT (Datumaro) puts the annotations in a COCO 1.0 export zip.
-ANNOTATIONS_PATH = "annotations/instances_default.json"
 
 Coco = dict[str, Any]
 
@@ -60,37 +54,6 @@ class TaskExport:
             raise ExportError(f"{self.name}: frame {file_name!r} has no frame URI in the mapping given for the task") from None
 
 
-def read_cvat_export(source: bytes | str | Path, task: int | str) -> Coco:
-    """The COCO dict inside a CVAT COCO 1.0 export zip (bytes or a path), checked for shape and ids."""
-    coco = cvat_export_json(source, task)
-    check_coco(coco, f"task {task}")
-    return coco
-
-
-def cvat_export_json(source: bytes | str | Path, task: int | str) -> Any:
-    """The JSON inside a CVAT COCO 1.0 export zip (bytes or a path), not yet checked (check_coco)."""
-    where = f"task {task}"
-    try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            try:
-                payload = archive.read(ANNOTATIONS_PATH)
-            except KeyError:
-                names = archive.namelist()[:10]
-                raise ExportError(
-                    f"{where}: the export has no {ANNOTATIONS_PATH} (it holds {names}); was it exported as COCO 1.0?"
-                ) from None
-    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as error:
-        raise ExportError(f"{where}: the export is not a readable zip ({error}); it may be truncated, export it again") from None
-    except (OSError, zlib.error) as error:
-        raise ExportError(f"{where}: the export zip is corrupt ({error}); export it again") from None
-    try:
-        coco = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExportError(f"{where}: {ANNOTATIONS_PATH} is not valid JSON ({error}); export it again") from None
-    return coco
-
-
 def check_coco(coco: Any, where: str) -> None:
     """Raise ExportError when `coco` is not a well-formed COCO dict with resolvable ids."""
     problems = structure_problems(coco)
@@ -98,26 +61,6 @@ def check_coco(coco: Any, where: str) -> None:
         problems = id_problems(coco)
     if problems:
         raise ExportError(f"{where}: the COCO annotations are malformed: " + "; ".join(problems))
-
-
-def load_task_export(
-    task_id: int | str,
-    updated_date: str,
-    source: bytes | str | Path,
-    *,
-    frame_uris: Mapping[str, str] | Callable[[str], str] | None = None,
-    frame_fields: Mapping[str, Mapping[str, Any]] | None = None,
-    removed_frames: Sequence[str] = (),
-) -> TaskExport:
-    """A TaskExport from a CVAT export zip; raises ExportError before anything is merged."""
-    return TaskExport(
-        task_id=task_id,
-        updated_date=updated_date,
-        coco=read_cvat_export(source, task_id),
-        frame_uris=frame_uris,
-        frame_fields=frame_fields,
-        removed_frames=tuple(removed_frames),
-    )
 
 
 def categories_for(classes: Sequence[str]) -> list[dict[str, Any]]:

@@ -58,7 +58,7 @@ def _coco_text(image_indexes: list[int], per_image: int, categories: list[tuple[
 
 def generate(workdir: Path, images: int, per_image: int, reviewed: int) -> None:
     from data_engine.labels import LabelStore
-    from data_engine.labels.coco import ANNOTATIONS_PATH
+    from data_engine.annotation.cvat_export import ANNOTATIONS_PATH
 
     canonical = list(enumerate(CLASSES, start=1))
     base = _coco_text(list(range(images)), per_image, canonical, seed=1).encode()
@@ -79,10 +79,11 @@ def generate(workdir: Path, images: int, per_image: int, reviewed: int) -> None:
 
 
 def run_ours(workdir: Path) -> dict:
-    from data_engine.labels import LabelStore, load_task_export, merge_reviewed_tasks
+    from data_engine.annotation.cvat_export import read_export
+    from data_engine.labels import LabelStore, TaskExport, merge_reviewed_tasks
 
     start = time.perf_counter()
-    export = load_task_export(1, "2026-03-02T10:00:00Z", workdir / "task.zip")
+    export = TaskExport(task_id=1, updated_date="2026-03-02T10:00:00Z", coco=read_export(workdir / "task.zip", 1))
     outcome = merge_reviewed_tasks(LabelStore.local(workdir / "store"), MODEL, [export], CLASSES)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "counts": outcome.counts.as_dict()}
