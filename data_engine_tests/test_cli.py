@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from data_engine_tests.conftest import REPO_ROOT
-from data_engine_tests.servers.postgres import _free_port
+from data_engine_tests.servers.ports import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -87,7 +87,7 @@ def test_asset_materialize_one_partition(cli_env):
 def running_dev(env: dict[str, str], log: Path) -> Iterator[int]:
     """`data-engine dev` as README starts it (without DAGSTER_HOME), until the UI answers on the port it
     yields; then Ctrl-C."""
-    port = _free_port()
+    port = free_port()
     dev_env = {k: v for k, v in env.items() if k != "DAGSTER_HOME"}
     with open(log, "w") as output:
         process = subprocess.Popen(

@@ -33,9 +33,9 @@ from data_engine.defs.labels import LABEL_MERGE_JOB, MERGE_TAG
 from data_engine.labels import LabelStore
 from data_engine_tests.conftest import PROD_DAGSTER_YAML, REPO_ROOT, REVIEW_PARTITION, TEST_FLEET
 from data_engine_tests.cvat_server import running_cvat_server
+from data_engine_tests.servers.ports import free_port
 from data_engine_tests.test_cvat_review import our_tasks
 from data_engine_tests.test_training_labels import accept, local_defs, make_review_tasks, reopen
-from data_engine_tests.servers.postgres import _free_port
 
 LOCATION = "data_engine.definitions"
 DAY = REVIEW_PARTITION.keys_by_dimension["date"]
@@ -177,7 +177,7 @@ def deployment(pg_server, prepared_home, tmp_path_factory):
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("DAGSTER_COMPUTE_LOGS_BUCKET", raising=False)
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
-        deployment = Deployment(root, dict(os.environ), instance, cvat, _free_port())
+        deployment = Deployment(root, dict(os.environ), instance, cvat, free_port())
         # municipals' review tasks of DAY, made and accepted before the daemon starts: its first sensor tick
         # finds them reviewed.
         make_review_tasks(local_defs(cvat, root / "data_engine_home"), instance)

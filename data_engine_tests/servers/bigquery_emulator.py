@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data_engine_tests.servers.ports import free_ports
+
 if TYPE_CHECKING:
     from google.cloud import bigquery
 
@@ -165,21 +167,6 @@ def _tail(path: Path, max_chars: int = 4000) -> str:
     return text[-max_chars:]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _free_ports(n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        port = _free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
 def _tcp_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
@@ -286,7 +273,7 @@ def running_bqemulator(
     )
     _install_spatial_extension(home, env)
 
-    rest_port, grpc_port = _free_ports(2)
+    rest_port, grpc_port = free_ports(2)
     cmd = [
         str(BQEMULATOR_BIN),
         "start",

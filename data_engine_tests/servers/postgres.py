@@ -9,13 +9,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from data_engine_tests.servers.ports import free_port
 
 DB_NAME = "data_engine_test"
 SUPERUSER = "postgres"
@@ -49,12 +50,6 @@ def postgres_bin_dir() -> Path:
     return Path(candidates[-1])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def running_postgres(workdir: Path) -> Iterator[PostgresServer]:
     """Start a fresh cluster on a free 127.0.0.1 port, create `DB_NAME`, yield it, stop it.
@@ -70,7 +65,7 @@ def running_postgres(workdir: Path) -> Iterator[PostgresServer]:
     if as_root:
         shutil.chown(base, SUPERUSER, SUPERUSER)
     data, log = base / "db", base / "server.log"
-    port = _free_port()
+    port = free_port()
 
     def run(*args: str) -> None:
         proc = subprocess.run([*run_as, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
