@@ -16,6 +16,7 @@ from pathlib import Path
 
 import boto3
 import dagster as dg
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -622,6 +623,17 @@ def rereview_with_predictions_then_merge(defs, instance, server, store: LabelSto
     chosen = [image["file_name"] for image in before["images"]][:3]
     with pytest.raises(dg.DagsterInvalidConfigError, match="include_predictions"):
         rereview(frame_uris=chosen, include_predictions="yes")
+    # the warehouse cannot answer: the run fails naming the batch, and nothing is made in CVAT
+    with duckdb.connect(str(home / "warehouse.duckdb")) as warehouse:
+        warehouse.execute("ALTER TABLE predictions RENAME TO predictions_away")
+    try:
+        with pytest.raises(dg.Failure, match=r"rereview-with-predictions: the frames' predictions could not be read, nothing was made: .*predictions"):
+            rereview(frame_uris=chosen, include_predictions=True)
+    finally:
+        with duckdb.connect(str(home / "warehouse.duckdb")) as warehouse:
+            warehouse.execute("ALTER TABLE predictions_away RENAME TO predictions")
+    assert not [t for t in server.state.tasks.values() if t.name.endswith("rereview-with-predictions")]
+    assert not [key for key in store.objects.list(f"{MODEL}/review_batches/") if "rereview-with-predictions" in key]
     predicted = {row["frame_uri"]: sorted(p["class_name"] for p in row["predictions"] or []) for row in candidates(home)}
     expected = {uri: [f"prediction:{name}" for name in predicted[uri]] for uri in chosen}
     assert any(expected.values())
