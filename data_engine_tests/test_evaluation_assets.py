@@ -22,6 +22,7 @@ from data_engine.defs.evaluation import build_evaluation_defs
 from data_engine.defs.local_launcher import LocalTrainerLauncher
 from data_engine.defs.profiles import resources_for
 from data_engine.defs.training import build_training_defs
+from data_engine.demo_loop import GATE_FAILURE
 from data_engine.evaluation.promotion import ProductionPointer
 from data_engine.labels import LabelStore
 from data_engine.labels.versioning import import_label_set
@@ -153,6 +154,8 @@ def test_a_candidate_losing_a_class_is_blocked_by_its_check_and_a_good_one_is_pr
     assert not per_class.passed and per_class.blocking
     assert "AP of class 'PET'" in per_class.description and "look at class 'PET'" in per_class.description
     assert not blocked.asset_materializations_for_node("promoted_model")  # the blocking check stopped it
+    # the demo tells a gate that kept production from a fault by this error class (demo_loop.GATE_FAILURE)
+    assert blocked.failure_data_for_node("evaluation_report").error.cls_name == GATE_FAILURE
     assert loop.production() == "run-a--best"
     report = json.loads((loop.home / "models" / MODEL / "evaluations" / "run-b--best" / "report.json").read_text())
     assert report["production"]["candidate_id"] == "run-a--best" and report["comparison"]["bootstrap"]["resamples"] == 200
