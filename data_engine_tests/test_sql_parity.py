@@ -89,7 +89,7 @@ def test_every_sql_file_is_covered():
                "review_selections_table", "filters/size_class", "filters/class_overlap",
                "filters/class_overlap_any_classes", "frames_with_overlapping_boxes", "filters/confidence_band",
                "filters/empty_frames", "prediction_summary", "empty_frame_summary", "selected_candidates", "detected_frames",
-               "cvat_task_models", "latest_frame_predictions"}
+               "task_models", "latest_frame_predictions"}
     assert files == covered
 
 
@@ -135,7 +135,7 @@ def test_ddl_is_idempotent_on_both(warehouses):
         assert ledger["n"].to_pylist() == [9]
 
 
-def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emulator):
+def test_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emulator):
     """The review sensor's task -> model mapping (run on an in-memory DuckDB over the listed tasks)."""
     from google.cloud import bigquery
 
@@ -164,18 +164,18 @@ def test_cvat_task_models_is_the_same_on_bigquery_and_duckdb(warehouses, bq_emul
     task_fields = [("task_id", "INT64"), ("task_name", "STRING"), ("updated_date", "TIMESTAMP"), ("project_id", "INT64"),
                    ("frame_count", "INT64"), ("accepted", "BOOL")]
     for name, fields, rows in (
-        ("cvat_tasks", task_fields, [
+        ("listed_tasks", task_fields, [
             {"task_id": t.id, "task_name": t.name, "updated_date": t.updated_date.isoformat(), "project_id": t.project_id,
              "frame_count": t.frame_count, "accepted": t.accepted} for t in tasks]),
-        ("cvat_task_name_patterns", [("model", "STRING"), ("pattern", "STRING")],
+        ("task_patterns", [("model", "STRING"), ("pattern", "STRING")],
          [{"model": m, "pattern": p} for m, p in patterns_both.items()]),
     ):
         client.delete_table(f"{dataset}.{name}", not_found_ok=True)
         client.create_table(bigquery.Table(f"{dataset}.{name}", schema=[bigquery.SchemaField(n, t) for n, t in fields]))
         assert not client.insert_rows_json(f"{dataset}.{name}", rows)
-    tables = {**bq.tables, "cvat_tasks": f"{dataset}.cvat_tasks", "cvat_task_name_patterns": f"{dataset}.cvat_task_name_patterns"}
+    tables = {**bq.tables, "listed_tasks": f"{dataset}.listed_tasks", "task_patterns": f"{dataset}.task_patterns"}
     on_bigquery = BigQueryWarehouse(client, tables, config.warehouse.max_bytes_billed).run(
-        Query("cvat_task_models", sql.load("cvat_task_models"))).table
+        Query("task_models", sql.load("task_models"))).table
 
     assert on_duckdb.column_names == on_bigquery.column_names
     assert _normalized(on_duckdb) == _normalized(on_bigquery)

@@ -2,7 +2,7 @@
 
 A batch's name is the idempotency key of its creation (re-runs find it by name) and, through the
 model's task-name pattern, how the review sensor tells which model a task belongs to; `batch_name_pattern`
-matches exactly the names made here. Patterns are RE2 (matched by sql/cvat_task_models.sql), escaped the
+matches exactly the names made here. Patterns are RE2 (matched by sql/task_models.sql), escaped the
 same way for Python, RE2 (BigQuery) and DuckDB.
 """
 

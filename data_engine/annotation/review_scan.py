@@ -2,7 +2,7 @@
 
 The cursor is a keyset position (updated_date, task id) in CVAT's task order, so each step lists only
 tasks changed since the last one, with ties on updated_date broken by id: nothing is skipped or seen
-twice. Tasks are mapped to models by `sql/cvat_task_models.sql` (task-name patterns from the config)
+twice. Tasks are mapped to models by `sql/task_models.sql` (task-name patterns from the config)
 on an in-memory DuckDB. A task that cannot be handled is reported and parked in the cursor's retry
 list; the cursor still moves past it, so one bad task never holds back the others.
 """
@@ -69,18 +69,18 @@ def run_key(model: str, tasks: list[ReviewedTask]) -> str:
 
 
 def task_name_patterns(config: FleetConfig) -> dict[str, str]:
-    """model -> the task-name pattern that maps CVAT tasks to it."""
+    """model -> the task-name pattern that maps review tasks to it."""
     return {model: model_config.annotation.task_name_pattern_for(model) for model, model_config in config.models.items()}
 
 
 def task_models(tasks: list[TaskSnapshot], patterns: dict[str, str]) -> pa.Table:
-    """`sql/cvat_task_models.sql` over the listed tasks, on an in-memory DuckDB."""
+    """`sql/task_models.sql` over the listed tasks, on an in-memory DuckDB."""
     import duckdb
     import pyarrow as pa
 
     from data_engine.warehouse import sql
 
-    cvat_tasks = pa.table(
+    listed_tasks = pa.table(
         {
             "task_id": pa.array([t.id for t in tasks], pa.int64()),
             "task_name": pa.array([t.name for t in tasks], pa.string()),
@@ -90,14 +90,14 @@ def task_models(tasks: list[TaskSnapshot], patterns: dict[str, str]) -> pa.Table
             "accepted": pa.array([t.accepted for t in tasks], pa.bool_()),
         }
     )
-    cvat_task_name_patterns = pa.table(
+    task_patterns = pa.table(
         {"model": pa.array(list(patterns), pa.string()), "pattern": pa.array(list(patterns.values()), pa.string())}
     )
-    query = sql.Query("cvat_task_models", sql.load("cvat_task_models"))
+    query = sql.Query("task_models", sql.load("task_models"))
     with duckdb.connect(":memory:") as connection:
         connection.execute("SET TimeZone = 'UTC'")
-        connection.register("cvat_tasks", cvat_tasks)
-        connection.register("cvat_task_name_patterns", cvat_task_name_patterns)
+        connection.register("listed_tasks", listed_tasks)
+        connection.register("task_patterns", task_patterns)
         return connection.sql(query.render("duckdb", {})).to_arrow_table()
 
 

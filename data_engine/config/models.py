@@ -218,7 +218,7 @@ _TASK_NAME_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}$"
 
 
 def _check_pattern(value: str | None) -> str | None:
-    """Compile the pattern with the engine that matches it (sql/cvat_task_models.sql on DuckDB, whose
+    """Compile the pattern with the engine that matches it (sql/task_models.sql on DuckDB, whose
     regexes are RE2 like BigQuery's), so a Python-only regex fails here and not on every sensor tick.
     DuckDB is imported only when a pattern is configured, to keep loading the code location cheap."""
     if value is not None:

@@ -236,7 +236,7 @@ def build_review_defs(config: FleetConfig, automatic: bool = False) -> dg.Defini
     )
     def cvat_review_sensor(context: dg.SensorEvaluationContext, annotation: AnnotationResource):
         """Lists only the CVAT tasks updated since its cursor (one bounded page per tick), maps them to models
-        by task name (sql/cvat_task_models.sql), and requests one `label_merge_job` run per model whose
+        by task name (sql/task_models.sql), and requests one `label_merge_job` run per model whose
         tasks were all accepted (every job in stage acceptance, state completed): the run records them in
         `reviewed_tasks`, merges them into `training_labels` and exports `yolo_dataset`."""
         from data_engine.annotation.review_scan import ReviewCursor, run_key, scan

@@ -1,6 +1,7 @@
--- Which model each CVAT task listed by the review sensor belongs to, and whether it is reviewed.
--- `cvat_tasks` holds the tasks of one sensor tick (task_id, task_name, updated_date, project_id,
--- frame_count, accepted); `cvat_task_name_patterns` one row per model with its
+-- Which model each review task listed by the review sensor belongs to (a CVAT task, a Label Studio
+-- review batch), and whether it is reviewed.
+-- `listed_tasks` holds the tasks of one sensor tick (task_id, task_name, updated_date, project_id,
+-- frame_count, accepted); `task_patterns` one row per model with its
 -- task-name pattern (RE2, from the fleet config). A task matching no pattern (another team's task)
 -- has a NULL model; one matching several patterns is returned once per model, with models_matched > 1,
 -- so the sensor can report it instead of guessing.
@@ -15,8 +16,8 @@ WITH matches AS (
     t.frame_count,
     t.accepted,
     p.model
-  FROM cvat_tasks AS t
-  LEFT JOIN cvat_task_name_patterns AS p
+  FROM listed_tasks AS t
+  LEFT JOIN task_patterns AS p
     ON REGEXP_CONTAINS(t.task_name, p.pattern)
 )
 SELECT
