@@ -4,6 +4,7 @@ reviewers' work done through the same REST calls Label Studio's UI makes."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -20,7 +21,8 @@ import pytest
 import requests
 import yaml
 
-from data_engine.annotation.label_studio import batch_id
+from data_engine.annotation.backend import Box, TaskFrame, TaskPlan
+from data_engine.annotation.label_studio import PREDICTION_CONTROL, batch_id, config_labels
 from data_engine.annotation.label_studio_server import credentials_path, ready, server_dir, stop
 from data_engine.config import load_fleet_config
 from data_engine.defs.cvat_resource import LabelStudioResource
@@ -289,6 +291,26 @@ def rereview_with_predictions_then_merge(defs, instance, reviewer: Reviewer, hom
     counts = store.manifest(MODEL, store.latest(MODEL).version)["counts"]
     assert counts["images_replaced"] == 3 and counts["annotations_changed"] == 0
     assert len(store.label_set(MODEL)["annotations"]) == len(before["annotations"])
+
+
+def test_a_prediction_label_added_later_keeps_the_earlier_ones_and_the_class_labels(ls_env, label_studio, tmp_path_factory):
+    """Each batch with predictions adds the classes it shows to the prediction control: a later batch with
+    another class adds that one beside the earlier ones, and leaves the class control as it was."""
+    resources = ls_resources(label_studio, ls_env, tmp_path_factory)
+    model_config = load_fleet_config().models[MODEL]
+    classes = list(model_config.classes)
+    rows = candidates(ls_env)[:2]
+    with resources["annotation"].open(logger=logging.getLogger(__name__)) as backend:
+        project = backend.ensure_project(MODEL, classes, model_config.annotation)
+        for row, predicted in zip(rows, classes[:2]):
+            frame = TaskFrame(
+                uri=row["frame_uri"], name=Path(row["frame_uri"]).name, width=row["image_width"], height=row["image_height"],
+                predictions=(Box(predicted, 0.9, 1.0, 1.0, 20.0, 20.0),),
+            )
+            backend.ensure_task(project, TaskPlan(f"data-engine-{MODEL}-rereview-{predicted}", (frame,)))
+    config = Reviewer(label_studio).project(project.name)["label_config"]
+    assert config_labels(config, project.name, PREDICTION_CONTROL) == classes[:2]
+    assert config_labels(config, project.name) == classes
 
 
 def test_a_rerun_adds_missing_frames_and_removes_copies_an_import_applied_late_left(ls_env, label_studio, tmp_path_factory):
