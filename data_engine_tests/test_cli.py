@@ -116,6 +116,7 @@ def _stop_with_ctrl_c(process: subprocess.Popen, log: Path) -> None:
         process.wait(timeout=90)
     except subprocess.TimeoutExpired:
         alive = subprocess.run(["ps", "-ww", "-o", "pid,ppid,stat,etime,args", "-g", str(process.pid)], capture_output=True, text=True).stdout
+        alive += _signal_masks(process.pid)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         warnings.warn(
@@ -123,6 +124,21 @@ def _stop_with_ctrl_c(process: subprocess.Popen, log: Path) -> None:
             f"the end of its log:\n{log.read_text()[-2000:]}",
             stacklevel=1,
         )
+
+
+def _signal_masks(group: int) -> str:
+    """Each process's blocked, ignored and caught signals (hex masks, /proc/<pid>/status): a Ctrl-C nobody
+    acts on is either ignored or blocked, perhaps inherited from the test process (shown first)."""
+    pids = ["self", *subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()]
+    lines = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        masks = " ".join(line.replace("\t", "") for line in status if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+        lines.append(f"{'pytest' if pid == 'self' else pid}: {masks}")
+    return "signal masks (SIGINT is 0x2):\n" + "\n".join(lines)
 
 
 def _answers(url: str) -> bool:
