@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
-import zipfile
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
-from data_engine.annotation.cvat_export import ANNOTATIONS_PATH
 from data_engine.labels import LabelStore, TaskExport
 from data_engine.objectstore import ObjectStore
 
@@ -54,13 +51,6 @@ def coco_export(
         "images": images,
         "annotations": annotations,
     }
-
-
-def export_zip(coco: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(ANNOTATIONS_PATH, json.dumps(coco))
-    return buffer.getvalue()
 
 
 def task(task_id: int, frames: dict, updated_date: str = "2026-03-02T10:00:00Z", **kwargs) -> TaskExport:

@@ -9,8 +9,8 @@ import pytest
 
 from data_engine.annotation.cvat_export import read_export
 from data_engine.labels import ExportError
-from data_engine_tests.cvat_server.coco import export_zip as cvat_export_zip
-from data_engine_tests.labels_fixtures import coco_export, export_zip, frame
+from data_engine_tests.cvat_server.coco import export_zip
+from data_engine_tests.labels_fixtures import coco_export, frame
 
 GOOD = coco_export({frame(index=0): [("PET", [10, 10, 50, 40])], frame(index=1): []})
 
@@ -28,8 +28,8 @@ def test_reads_an_export_from_a_path(tmp_path):
 @pytest.mark.parametrize(
     "archive, expected",
     [
-        (cvat_export_zip(GOOD, corruption="truncated"), r"task 7: the export is not a readable zip .*truncated"),
-        (cvat_export_zip(GOOD, corruption="invalid_json"), r"task 7: annotations/instances_default.json is not valid JSON"),
+        (export_zip(GOOD, corruption="truncated"), r"task 7: the export is not a readable zip .*truncated"),
+        (export_zip(GOOD, corruption="invalid_json"), r"task 7: annotations/instances_default.json is not valid JSON"),
         (b"<html>502 Bad Gateway</html>", r"task 7: the export is not a readable zip"),
         (b"", r"task 7: the export is not a readable zip"),
     ],

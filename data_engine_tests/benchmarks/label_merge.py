@@ -57,8 +57,8 @@ def _coco_text(image_indexes: list[int], per_image: int, categories: list[tuple[
 
 
 def generate(workdir: Path, images: int, per_image: int, reviewed: int) -> None:
-    from data_engine.labels import LabelStore
     from data_engine.annotation.cvat_export import ANNOTATIONS_PATH
+    from data_engine.labels import LabelStore
 
     canonical = list(enumerate(CLASSES, start=1))
     base = _coco_text(list(range(images)), per_image, canonical, seed=1).encode()
